@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Unit tests of lib/kfdcr_image.c: round trips through real files in a
+ * scratch directory, and every kind of damage an image can suffer.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/kfdcr_image.h"
+
+#define NGPUS	2
+#define NBOS	7
+#define PG	4096u
+
+struct fixture {
+	char dir[64];
+	int dirfd;
+	struct kfdcr_img_gpu gpus[NGPUS];
+	struct kfdcr_img_bo bos[NBOS];
+	unsigned char *mem[NBOS];	/* source contents */
+	unsigned char *out[NBOS];	/* restored contents */
+	struct kfdcr_img_desc desc;
+	char priv[300];
+	int fail_bo;			/* source fails on this BO, -1 = never */
+	unsigned int sink_calls;
+	int watched_bo;			/* sink records writes to this BO */
+	unsigned int nwrites;
+	uint64_t writes[256][2];
+};
+
+static const char topo_text[] = "node 1 gpu_id 4660\n";
+
+static int mem_read(void *arg, unsigned int bi, uint64_t off, void *buf, size_t len)
+{
+	struct fixture *f = arg;
+
+	if ((int)bi == f->fail_bo && off > 0)
+		return -EIO;
+	memcpy(buf, f->mem[bi] + off, len);
+	return 0;
+}
+
+static int mem_write(void *arg, unsigned int bi, uint64_t off, const void *buf, size_t len)
+{
+	struct fixture *f = arg;
+
+	__atomic_add_fetch(&f->sink_calls, 1, __ATOMIC_RELAXED);
+	if ((int)bi == f->watched_bo && f->nwrites < 256) {
+		f->writes[f->nwrites][0] = off;
+		f->writes[f->nwrites++][1] = off + len;
+	}
+	memcpy(f->out[bi] + off, buf, len);
+	return 0;
+}
+
+static int mem_zero(void *arg, unsigned int bi, uint64_t off, uint64_t len)
+{
+	struct fixture *f = arg;
+
+	memset(f->out[bi] + off, 0, len);
+	return 0;
+}
+
+/* Contents with a known pattern: random pages, zero pages, text pages. */
+static void fill(unsigned char *p, uint64_t size, unsigned int seed)
+{
+	srand(seed);
+	for (uint64_t pg = 0; pg * PG < size; pg++) {
+		uint64_t len = size - pg * PG < PG ? size - pg * PG : PG;
+		unsigned int kind = rand() % 4;
+
+		for (uint64_t i = 0; i < len; i++) {
+			switch (kind) {
+			case 0:
+				p[pg * PG + i] = 0;
+				break;
+			case 1:
+				p[pg * PG + i] = rand();
+				break;
+			case 2:
+				p[pg * PG + i] = "kfdcr compressible text "[i % 24];
+				break;
+			default:	/* one non-zero byte in a page of zeros */
+				p[pg * PG + i] = i == len / 2 ? 0x5a : 0;
+			}
+		}
+	}
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	static const uint64_t sizes[NBOS] = {
+		3 << 20,		/* several slices with a small cap */
+		PG * 5 + 123,		/* ends in a partial page */
+		0,			/* empty */
+		2 << 20,		/* all zero */
+		1 << 20,
+		PG,			/* doorbell: no data */
+		PG * 64,
+	};
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/kfdcr-test-image-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY);
+	assert_true(f->dirfd >= 0);
+	f->fail_bo = -1;
+	f->watched_bo = -1;
+	f->gpus[0] = (struct kfdcr_img_gpu){ .gpu_id = 0x1234, .node_id = 1 };
+	f->gpus[1] = (struct kfdcr_img_gpu){ .gpu_id = 0xbeef, .node_id = 2 };
+	for (unsigned int i = 0; i < NBOS; i++) {
+		f->bos[i] = (struct kfdcr_img_bo){
+			.handle = ((uint64_t)(i % 2 ? 0xbeef : 0x1234) << 48) | i,
+			.gpu_va = 0x7f0000000000ull + ((uint64_t)i << 32),
+			.size = sizes[i], .mmap_offset = (uint64_t)i << 12,
+			.alloc_flags = i == 5 ? 1u << 28 : 1u << (i % 2),
+			.gpu_index = i % 2, .has_data = i != 5,
+		};
+		f->mem[i] = malloc(sizes[i] + 1);
+		f->out[i] = malloc(sizes[i] + 1);
+		assert_non_null(f->mem[i]);
+		assert_non_null(f->out[i]);
+		fill(f->mem[i], sizes[i], 100 + i);
+		memset(f->out[i], 0xee, sizes[i]);	/* garbage the sink must clear */
+	}
+	memset(f->mem[3], 0, sizes[3]);
+	for (unsigned int i = 0; i < sizeof(f->priv); i++)
+		f->priv[i] = i * 7;
+	f->desc = (struct kfdcr_img_desc){
+		.pid = 4242, .num_gpus = NGPUS, .gpus = f->gpus, .num_bos = NBOS, .bos = f->bos,
+		.priv_data = f->priv, .priv_size = sizeof(f->priv),
+		.topology = topo_text, .topo_size = sizeof(topo_text) - 1,
+	};
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	DIR *d = fdopendir(f->dirfd);
+	struct dirent *de;
+
+	while (d && (de = readdir(d)))
+		if (de->d_name[0] != '.' || (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")))
+			unlinkat(dirfd(d), de->d_name, 0);
+	if (d)
+		closedir(d);
+	rmdir(f->dir);
+	for (unsigned int i = 0; i < NBOS; i++) {
+		free(f->mem[i]);
+		free(f->out[i]);
+	}
+	free(f);
+	return 0;
+}
+
+static const struct kfdcr_img_opts small_opts = { .buffer_bytes = 2 << 20, .no_fsync = true };
+
+static void write_image(struct fixture *f, const char *name, const struct kfdcr_img_opts *o)
+{
+	struct kfdcr_img_source src = { .read = mem_read, .arg = f };
+	struct kfdcr_err err = { "" };
+	struct kfdcr_img_stats st;
+	int ret = kfdcr_img_write(f->dirfd, name, &f->desc, &src, o, &st, &err);
+
+	if (ret)
+		fail_msg("write: %s", err.msg);
+	assert_true(st.buffer_bytes <= kfdcr_img_buffer_cap(o));
+	assert_true(st.nonzero_bytes < st.logical_bytes);
+}
+
+/* Read image @name back; returns the error and fills @err. */
+static int read_image(struct fixture *f, const char *name, bool verify_only, struct kfdcr_err *err)
+{
+	struct kfdcr_img_sink sink = { .write = mem_write, .zero = mem_zero, .arg = f };
+	struct kfdcr_img *img = NULL;
+	int ret;
+
+	err->msg[0] = '\0';
+	ret = kfdcr_img_open(f->dirfd, name, &img, err);
+	if (ret)
+		return ret;
+	ret = kfdcr_img_read(img, verify_only ? NULL : &sink, &small_opts, NULL, err);
+	kfdcr_img_close(img);
+	return ret;
+}
+
+static void assert_restored(struct fixture *f)
+{
+	for (unsigned int i = 0; i < NBOS; i++)
+		if (f->bos[i].has_data)
+			assert_memory_equal(f->out[i], f->mem[i], f->bos[i].size);
+}
+
+static void check_desc(struct fixture *f, const char *name)
+{
+	struct kfdcr_err err;
+	struct kfdcr_img *img;
+	const struct kfdcr_img_desc *d;
+
+	assert_int_equal(kfdcr_img_open(f->dirfd, name, &img, &err), 0);
+	d = kfdcr_img_get_desc(img);
+	assert_int_equal(d->pid, 4242);
+	assert_int_equal(d->num_gpus, NGPUS);
+	assert_int_equal(d->num_bos, NBOS);
+	assert_int_equal(d->image_id, f->desc.image_id);
+	assert_int_equal(d->gpus[1].gpu_id, 0xbeef);
+	assert_int_equal(d->gpus[1].node_id, 2);
+	for (unsigned int i = 0; i < NBOS; i++) {
+		assert_int_equal(d->bos[i].handle, f->bos[i].handle);
+		assert_int_equal(d->bos[i].gpu_va, f->bos[i].gpu_va);
+		assert_int_equal(d->bos[i].size, f->bos[i].size);
+		assert_int_equal(d->bos[i].mmap_offset, f->bos[i].mmap_offset);
+		assert_int_equal(d->bos[i].alloc_flags, f->bos[i].alloc_flags);
+		assert_int_equal(d->bos[i].has_data, f->bos[i].has_data);
+		assert_int_equal(d->bos[i].nonzero_bytes, f->bos[i].nonzero_bytes);
+	}
+	/* The all-zero BO stores no payload at all. */
+	assert_int_equal(d->bos[3].nonzero_bytes, 0);
+	assert_true(d->bos[3].stored_bytes < 1024);
+	assert_int_equal(d->priv_size, sizeof(f->priv));
+	assert_memory_equal(d->priv_data, f->priv, sizeof(f->priv));
+	assert_int_equal(d->topo_size, strlen(topo_text));
+	assert_memory_equal(d->topology, topo_text, strlen(topo_text));
+	assert_string_equal(kfdcr_img_data_name(img, 1), "p1-gpu1.data");
+	kfdcr_img_close(img);
+}
+
+static void test_roundtrip(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_err err;
+
+	write_image(f, "p1", &small_opts);
+	check_desc(f, "p1.img");
+	assert_int_equal(read_image(f, "p1", true, &err), 0);
+	assert_int_equal(f->sink_calls, 0);	/* verify writes nothing */
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+}
+
+static void test_roundtrip_default_cap_fsync(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img_opts o = { 0 };
+	struct kfdcr_err err;
+
+	write_image(f, "p1", &o);
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+}
+
+static void test_roundtrip_zstd(void **state)
+{
+#ifdef HAVE_ZSTD
+	struct fixture *f = *state;
+	struct kfdcr_img_opts o = small_opts;
+	struct kfdcr_img *img;
+	struct kfdcr_err err;
+	uint64_t stored = 0, nonzero = 0;
+
+	o.compression = KFDCR_IMG_COMP_ZSTD;
+	write_image(f, "p1", &o);
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+	assert_int_equal(kfdcr_img_open(f->dirfd, "p1", &img, &err), 0);
+	for (unsigned int i = 0; i < NBOS; i++) {
+		stored += kfdcr_img_get_desc(img)->bos[i].stored_bytes;
+		nonzero += kfdcr_img_get_desc(img)->bos[i].nonzero_bytes;
+	}
+	assert_int_equal(kfdcr_img_get_desc(img)->gpus[0].compression, KFDCR_IMG_COMP_ZSTD);
+	assert_true(stored < nonzero);	/* the text pages compress */
+	kfdcr_img_close(img);
+#else
+	skip();
+#endif
+}
+
+static void test_roundtrip_o_direct(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img_opts o = small_opts;
+	struct kfdcr_err err;
+	int fd = openat(f->dirfd, "probe", O_WRONLY | O_CREAT | O_DIRECT, 0644);
+
+	if (fd < 0)
+		skip();	/* the scratch file system has no O_DIRECT (tmpfs) */
+	close(fd);
+	unlinkat(f->dirfd, "probe", 0);
+	o.o_direct = true;
+	o.no_fsync = false;
+	write_image(f, "p1", &o);
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+}
+
+/* ---- damage ---- */
+
+static void patch(struct fixture *f, const char *file, off_t off, const void *bytes, size_t len)
+{
+	int fd = openat(f->dirfd, file, O_WRONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, bytes, len, off), (ssize_t)len);
+	close(fd);
+}
+
+static void flip_bit(struct fixture *f, const char *file, off_t off)
+{
+	unsigned char c;
+	int fd = openat(f->dirfd, file, O_RDWR);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, off), 1);
+	c ^= 0x04;
+	assert_int_equal(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
+static off_t file_size(struct fixture *f, const char *file)
+{
+	struct stat st;
+
+	assert_int_equal(fstatat(f->dirfd, file, &st, 0), 0);
+	return st.st_size;
+}
+
+static void expect_bad(struct fixture *f, const char *name, const char *needle1, const char *needle2)
+{
+	struct kfdcr_err err;
+	int ret = read_image(f, name, true, &err);
+
+	if (ret != -EBADMSG)
+		fail_msg("expected -EBADMSG, got %d (%s)", ret, err.msg);
+	if (!strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2)))
+		fail_msg("error \"%s\" does not mention \"%s\"/\"%s\"", err.msg, needle1, needle2 ? needle2 : "");
+}
+
+static void test_bitflip_in_bo_data(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_err err;
+	struct kfdcr_img *img;
+	uint64_t at, lo, hi;
+	const char *p;
+
+	write_image(f, "p1", &small_opts);
+	assert_int_equal(kfdcr_img_open(f->dirfd, "p1", &img, &err), 0);
+	/* A byte well inside BO 4's payload (GPU 0): BO 4 is 1 MiB. */
+	at = kfdcr_img_get_desc(img)->bos[4].data_offset + kfdcr_img_get_desc(img)->bos[4].stored_bytes / 2;
+	kfdcr_img_close(img);
+	flip_bit(f, "p1-gpu0.data", at);
+	expect_bad(f, "p1", "p1-gpu0.data", "checksum mismatch");
+	/* A restore stops before the damaged chunk reaches the sink. */
+	f->watched_bo = 4;
+	assert_int_equal(read_image(f, "p1", false, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "BO 4"));
+	p = strstr(err.msg, "bytes ");
+	assert_non_null(p);
+	assert_int_equal(sscanf(p, "bytes %" SCNu64 "-%" SCNu64, &lo, &hi), 2);
+	assert_true(hi > lo);
+	for (unsigned int i = 0; i < f->nwrites; i++)
+		assert_true(f->writes[i][1] <= lo || f->writes[i][0] >= hi);
+}
+
+static void test_truncated_data(void **state)
+{
+	struct fixture *f = *state;
+
+	char path[128];
+
+	write_image(f, "p1", &small_opts);
+	snprintf(path, sizeof(path), "%s/p1-gpu1.data", f->dir);
+	assert_int_equal(truncate(path, file_size(f, "p1-gpu1.data") / 2), 0);
+	expect_bad(f, "p1", "p1-gpu1.data", "truncated");
+}
+
+static void test_truncated_manifest(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+
+	write_image(f, "p1", &small_opts);
+	snprintf(path, sizeof(path), "%s/p1.img", f->dir);
+	assert_int_equal(truncate(path, file_size(f, "p1.img") - 10), 0);
+	expect_bad(f, "p1", "p1.img", "truncated");
+	assert_int_equal(truncate(path, 50), 0);
+	expect_bad(f, "p1", "p1.img", "truncated");
+}
+
+static void test_wrong_version(void **state)
+{
+	struct fixture *f = *state;
+	uint16_t v = KFDCR_IMG_VERSION_MAJOR + 1;
+
+	write_image(f, "p1", &small_opts);
+	patch(f, "p1.img", 8, &v, 2);
+	expect_bad(f, "p1", "p1.img", "version 2.0 is not supported");
+	write_image(f, "p1", &small_opts);
+	patch(f, "p1-gpu1.data", 8, &v, 2);
+	expect_bad(f, "p1", "p1-gpu1.data", "version 2.0");
+}
+
+static void test_bad_magic(void **state)
+{
+	struct fixture *f = *state;
+
+	write_image(f, "p1", &small_opts);
+	patch(f, "p1.img", 0, "ELF", 3);
+	expect_bad(f, "p1", "p1.img", "bad magic");
+	write_image(f, "p1", &small_opts);
+	patch(f, "p1-gpu0.data", 0, "XXXX", 4);
+	expect_bad(f, "p1", "p1-gpu0.data", "bad magic");
+}
+
+static void test_manifest_bitflip(void **state)
+{
+	struct fixture *f = *state;
+
+	write_image(f, "p1", &small_opts);
+	/* Inside the BO records, past the header. */
+	flip_bit(f, "p1.img", 128 + 2 * 64 + 80 * 3 + 17);
+	expect_bad(f, "p1", "p1.img", "checksum mismatch");
+	write_image(f, "p1", &small_opts);
+	flip_bit(f, "p1.img", 40);	/* in the header */
+	expect_bad(f, "p1", "p1.img", "header checksum");
+}
+
+static void test_foreign_data_file(void **state)
+{
+	struct fixture *f = *state;
+
+	write_image(f, "p1", &small_opts);
+	write_image(f, "p2", &small_opts);	/* same layout, other image id */
+	assert_int_equal(renameat(f->dirfd, "p2-gpu1.data", f->dirfd, "p1-gpu1.data"), 0);
+	expect_bad(f, "p1", "p1-gpu1.data", "foreign");
+}
+
+static void test_missing_data_file(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_err err;
+
+	write_image(f, "p1", &small_opts);
+	assert_int_equal(unlinkat(f->dirfd, "p1-gpu0.data", 0), 0);
+	assert_int_equal(read_image(f, "p1", true, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "p1-gpu0.data: cannot open"));
+}
+
+/* A failed write leaves the previous image of that name intact, and no litter. */
+static void test_failed_write_keeps_old_image(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img_source src = { .read = mem_read, .arg = f };
+	struct kfdcr_err err;
+	DIR *d;
+	struct dirent *de;
+	unsigned int files = 0;
+	uint64_t old_id;
+
+	write_image(f, "p1", &small_opts);
+	old_id = f->desc.image_id;
+	f->fail_bo = 0;
+	assert_int_equal(kfdcr_img_write(f->dirfd, "p1", &f->desc, &src, &small_opts, NULL, &err), -EIO);
+	assert_non_null(strstr(err.msg, "reading BO 0"));
+	f->fail_bo = -1;
+
+	d = opendir(f->dir);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' && strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			fail_msg("temporary file left behind: %s", de->d_name);
+		if (de->d_name[0] != '.')
+			files++;
+	}
+	closedir(d);
+	assert_int_equal(files, 1 + NGPUS);
+	{
+		struct kfdcr_img *img;
+
+		assert_int_equal(kfdcr_img_open(f->dirfd, "p1", &img, &err), 0);
+		assert_int_equal(kfdcr_img_get_desc(img)->image_id, old_id);
+		kfdcr_img_close(img);
+	}
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+}
+
+static void test_cap_too_small(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img_source src = { .read = mem_read, .arg = f };
+	struct kfdcr_img_opts o = { .buffer_bytes = 64 << 10, .no_fsync = true };
+	struct kfdcr_err err;
+
+	assert_int_equal(kfdcr_img_write(f->dirfd, "p1", &f->desc, &src, &o, NULL, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "buffer cap"));
+}
+
+static void test_buffer_cap_env(void **state)
+{
+	setenv("KFDCR_BUFFER_MB", "12", 1);
+	assert_int_equal(kfdcr_img_buffer_cap(NULL), 12 << 20);
+	setenv("KFDCR_BUFFER_MB", "junk", 1);
+	assert_int_equal(kfdcr_img_buffer_cap(NULL), KFDCR_IMG_DEFAULT_BUFFER_MB << 20);
+	unsetenv("KFDCR_BUFFER_MB");
+	assert_int_equal(kfdcr_img_buffer_cap(&(struct kfdcr_img_opts){ .buffer_bytes = 5 }), 5);
+}
+
+static void test_bad_names(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img *img;
+	struct kfdcr_err err;
+
+	assert_int_equal(kfdcr_img_open(f->dirfd, "../x", &img, &err), -EINVAL);
+	assert_int_equal(kfdcr_img_open(f->dirfd, ".img", &img, &err), -EINVAL);
+	assert_int_equal(kfdcr_img_open(f->dirfd, "absent", &img, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "absent.img"));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_roundtrip),
+		T(test_roundtrip_default_cap_fsync),
+		T(test_roundtrip_zstd),
+		T(test_roundtrip_o_direct),
+		T(test_bitflip_in_bo_data),
+		T(test_truncated_data),
+		T(test_truncated_manifest),
+		T(test_wrong_version),
+		T(test_bad_magic),
+		T(test_manifest_bitflip),
+		T(test_foreign_data_file),
+		T(test_missing_data_file),
+		T(test_failed_write_keeps_old_image),
+		T(test_cap_too_small),
+		T(test_buffer_cap_env),
+		T(test_bad_names),
+	};
+
+	return cmocka_run_group_tests_name("image", tests, NULL, NULL);
+}
