@@ -335,6 +335,7 @@ struct wworker {
 	char path[KFDCR_IMG_NAME_MAX + 64];	/* temporary name */
 	char final[KFDCR_IMG_NAME_MAX + 32];
 	bool created;
+	bool direct;		/* fd has O_DIRECT: write whole aligned blocks */
 
 	size_t slice;
 	unsigned char *in;
@@ -359,7 +360,7 @@ static int stage_flush(struct wworker *w, bool final)
 	size_t n = w->stage_used;
 	int ret;
 
-	if (w->opts->o_direct) {
+	if (w->direct) {
 		if (final) {
 			size_t padded = (n + DIO_ALIGN - 1) / DIO_ALIGN * DIO_ALIGN;
 
@@ -479,9 +480,13 @@ static int write_gpu(struct wworker *w)
 	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
 	int ret;
 
-	if (w->opts->o_direct)
-		flags |= O_DIRECT;
-	w->fd = openat(w->dirfd, w->path, flags, 0644);
+	w->direct = w->opts->write_io != KFDCR_IMG_IO_BUFFERED;
+	w->fd = openat(w->dirfd, w->path, flags | (w->direct ? O_DIRECT : 0), 0644);
+	if (w->fd < 0 && errno == EINVAL && w->opts->write_io == KFDCR_IMG_IO_AUTO) {
+		/* No O_DIRECT here (tmpfs, some FUSE): buffered + fsync. */
+		w->direct = false;
+		w->fd = openat(w->dirfd, w->path, flags, 0644);
+	}
 	if (w->fd < 0) {
 		ret = -errno;
 		set_err(&w->err, "%s: cannot create: %s", w->final, strerror(errno));
@@ -737,6 +742,10 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		return -ENOTSUP;
 	}
 #endif
+	if (opts.write_io > KFDCR_IMG_IO_BUFFERED) {
+		set_err(err, "unknown write_io mode %u", opts.write_io);
+		return -EINVAL;
+	}
 	if (opts.compression > KFDCR_IMG_COMP_ZSTD) {
 		set_err(err, "unknown compression %u", opts.compression);
 		return -EINVAL;
@@ -1146,6 +1155,7 @@ struct rworker {
 	unsigned char *buf;	/* read window [start, end) */
 	size_t size, start, end;
 	uint64_t pos;		/* file offset of buf[start] */
+	uint64_t advised;	/* readahead requested up to here */
 	unsigned char *dbuf;	/* zstd output */
 #ifdef HAVE_ZSTD
 	ZSTD_DCtx *dctx;
@@ -1185,6 +1195,17 @@ static int rneed(struct rworker *w, size_t n, const char *what)
 		}
 		w->end += r;
 		w->bytes_read += r;
+	}
+	/*
+	 * Keep the device busy while this window is checked and copied out:
+	 * ask for the next window now.  Without this, reads stall for the
+	 * time the CPU work takes, and restore falls behind dd.
+	 */
+	if (w->pos + w->end - w->start + w->size / 2 > w->advised) {
+		uint64_t from = w->pos + w->end - w->start;
+
+		posix_fadvise(w->fd, from, w->size, POSIX_FADV_WILLNEED);
+		w->advised = from + w->size;
 	}
 	return 0;
 }

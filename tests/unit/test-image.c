@@ -267,6 +267,18 @@ static void test_roundtrip_default_cap_fsync(void **state)
 	assert_restored(f);
 }
 
+static void test_roundtrip_buffered(void **state)
+{
+	struct fixture *f = *state;
+	struct kfdcr_img_opts o = { .buffer_bytes = 1 << 20, .write_io = KFDCR_IMG_IO_BUFFERED };
+	struct kfdcr_err err;
+
+	write_image(f, "p1", &o);
+	if (read_image(f, "p1", false, &err))
+		fail_msg("%s", err.msg);
+	assert_restored(f);
+}
+
 static void test_roundtrip_zstd(void **state)
 {
 #ifdef HAVE_ZSTD
@@ -305,7 +317,7 @@ static void test_roundtrip_o_direct(void **state)
 		skip();	/* the scratch file system has no O_DIRECT (tmpfs) */
 	close(fd);
 	unlinkat(f->dirfd, "probe", 0);
-	o.o_direct = true;
+	o.write_io = KFDCR_IMG_IO_DIRECT;
 	o.no_fsync = false;
 	write_image(f, "p1", &o);
 	if (read_image(f, "p1", false, &err))
@@ -546,6 +558,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_roundtrip),
 		T(test_roundtrip_default_cap_fsync),
+		T(test_roundtrip_buffered),
 		T(test_roundtrip_zstd),
 		T(test_roundtrip_o_direct),
 		T(test_bitflip_in_bo_data),
