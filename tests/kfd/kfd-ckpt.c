@@ -1,0 +1,888 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * kfd-ckpt: a test checkpointer for kfdsim, without CRIU.
+ *
+ *   kfd-ckpt dump PID DIR [--kill]
+ *	PTRACE_SEIZE + PTRACE_INTERRUPT every thread of PID, take its
+ *	/dev/kfd fd with pidfd_getfd, run CRIU_OP PROCESS_INFO and
+ *	CHECKPOINT, read every VRAM/GTT BO through its dma-buf (userptr BOs
+ *	through /proc/PID/mem), write DIR/kfd.img, then UNPAUSE and detach
+ *	(or, with --kill, SIGKILL the target instead).
+ *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate] [-- COMMAND ARGS...]
+ *	Start COMMAND (default: kfd-workload --restore DIR, from this
+ *	program's directory) as a fresh process.  It RESTOREs the image on
+ *	its own /dev/kfd (KFDTEST_RESTORE_GPUS maps image device i to the
+ *	i-th actual gpu_id), sends its pid over $KFDTEST_SYNC_FD, and we
+ *	RESUME it on our own /dev/kfd.  Exits with COMMAND's status.
+ *	"--gpus rotate" puts image device i onto the GPU of device i + 1.
+ *   kfd-ckpt resume PID
+ *	CRIU_OP RESUME of PID.
+ *   kfd-ckpt try CASE [PID | DIR [--gpus ...]]
+ *	Negative tests: make one call that must fail and print
+ *	"<what>: <ERRNO NAME>"; follow-up calls that must work print
+ *	"<what>: ok".  Exit status 0 when the bad call failed and every
+ *	follow-up worked.  Cases: see usage().
+ *
+ * The permission rule of KFD: an ioctl on another process's kfd fd is
+ * -EBADF unless it is CRIU_OP from the target's ptrace parent (the very
+ * thread that seized it); CRIU_OP needs CAP_CHECKPOINT_RESTORE or
+ * CAP_SYS_ADMIN.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libkfdtest.h"
+
+#define MAX_THREADS	256
+
+static const char *prog = "kfd-ckpt";
+
+#define ERR(...) do { fprintf(stderr, "%s: ", prog); fprintf(stderr, __VA_ARGS__); \
+		      fputc('\n', stderr); } while (0)
+#define INF(...) do { printf("%s: ", prog); printf(__VA_ARGS__); putchar('\n'); } while (0)
+
+struct target {
+	pid_t pid;
+	int ntids;
+	pid_t tids[MAX_THREADS];
+	int sigs[MAX_THREADS];		/* signal to re-inject at detach */
+	int kfd_fd;			/* our copy of the target's /dev/kfd fd */
+	int target_fd;			/* its number in the target */
+};
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/*********************************************************************
+ * ptrace
+ *********************************************************************/
+
+static int seize_one(struct target *t, pid_t tid)
+{
+	int status;
+
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL)) {
+		ERR("PTRACE_SEIZE %d: %s", tid, strerror(errno));
+		return -1;
+	}
+	t->tids[t->ntids] = tid;
+	t->sigs[t->ntids] = 0;
+	t->ntids++;
+	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL)) {
+		ERR("PTRACE_INTERRUPT %d: %s", tid, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (waitpid(tid, &status, __WALL) < 0) {
+			if (errno == EINTR)
+				continue;
+			ERR("waitpid %d: %s", tid, strerror(errno));
+			return -1;
+		}
+		if (WIFEXITED(status) || WIFSIGNALED(status)) {
+			ERR("thread %d exited while we stopped it", tid);
+			return -1;
+		}
+		if (!WIFSTOPPED(status))
+			continue;
+		if ((status >> 16) == PTRACE_EVENT_STOP)
+			return 0;
+		/* a signal-delivery stop came first: keep it for detach */
+		t->sigs[t->ntids - 1] = WSTOPSIG(status);
+		if (ptrace(PTRACE_CONT, tid, NULL, NULL) == 0)
+			continue;
+		return 0;
+	}
+}
+
+static void detach_all(struct target *t)
+{
+	int i;
+
+	for (i = 0; i < t->ntids; i++)
+		ptrace(PTRACE_DETACH, t->tids[i], NULL, (void *)(long)t->sigs[i]);
+	t->ntids = 0;
+}
+
+/* Seize the leader first: KFD checks ptrace_parent(lead_thread). */
+static int seize_all(struct target *t)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *dir;
+
+	if (seize_one(t, t->pid))
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/task", t->pid);
+	dir = opendir(path);
+	if (!dir) {
+		ERR("opendir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(dir))) {
+		pid_t tid = atoi(de->d_name);
+
+		if (tid <= 0 || tid == t->pid)
+			continue;
+		if (t->ntids == MAX_THREADS || seize_one(t, tid)) {
+			closedir(dir);
+			return -1;
+		}
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* Find the target's /dev/kfd fd and dup it into us. */
+static int grab_kfd_fd(struct target *t)
+{
+	char path[64], link[PATH_MAX];
+	struct dirent *de;
+	int pidfd, fd = -1;
+	DIR *dir;
+
+	t->kfd_fd = -1;
+	snprintf(path, sizeof(path), "/proc/%d/fd", t->pid);
+	dir = opendir(path);
+	if (!dir) {
+		ERR("opendir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(dir))) {
+		char fdpath[PATH_MAX];
+		ssize_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(fdpath, sizeof(fdpath), "%s/%s", path, de->d_name);
+		n = readlink(fdpath, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (!strcmp(link, "/dev/kfd")) {
+			fd = atoi(de->d_name);
+			break;
+		}
+	}
+	closedir(dir);
+	if (fd < 0) {
+		ERR("pid %d has no /dev/kfd open", t->pid);
+		return -1;
+	}
+	pidfd = syscall(SYS_pidfd_open, t->pid, 0);
+	if (pidfd < 0) {
+		ERR("pidfd_open %d: %s", t->pid, strerror(errno));
+		return -1;
+	}
+	t->kfd_fd = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	if (t->kfd_fd < 0)
+		ERR("pidfd_getfd %d fd %d: %s", t->pid, fd, strerror(errno));
+	close(pidfd);
+	t->target_fd = fd;
+	return t->kfd_fd < 0 ? -1 : 0;
+}
+
+static int attach(struct target *t, pid_t pid, bool trace)
+{
+	memset(t, 0, sizeof(*t));
+	t->pid = pid;
+	t->kfd_fd = -1;
+	if (trace && seize_all(t)) {
+		detach_all(t);
+		return -1;
+	}
+	if (grab_kfd_fd(t)) {
+		detach_all(t);
+		return -1;
+	}
+	return 0;
+}
+
+static void release(struct target *t)
+{
+	if (t->kfd_fd >= 0)
+		close(t->kfd_fd);
+	t->kfd_fd = -1;
+	detach_all(t);
+}
+
+static int criu_op(int fd, struct kfd_ioctl_criu_args *a, const char *what)
+{
+	int ret = kfdtest_ioctl(fd, AMDKFD_IOC_CRIU_OP, a);
+
+	if (ret && what)
+		ERR("AMDKFD_IOC_CRIU_OP %s: %s (%s)", what, strerror(-ret),
+		    kfdtest_errno_name(-ret));
+	return ret;
+}
+
+/*********************************************************************
+ * dump
+ *********************************************************************/
+
+static int read_bo(pid_t pid, const struct kfd_criu_bo_bucket *b, void **out)
+{
+	void *buf = malloc(b->size), *p;
+	char path[64];
+	int fd;
+
+	*out = NULL;
+	if (!buf)
+		return -ENOMEM;
+	if (b->dmabuf_fd != KFD_INVALID_FD) {
+		p = mmap(NULL, b->size, PROT_READ, MAP_SHARED, b->dmabuf_fd, 0);
+		if (p != MAP_FAILED) {
+			memcpy(buf, p, b->size);
+			munmap(p, b->size);
+			*out = buf;
+			return 0;
+		}
+		ERR("mmap dma-buf of BO 0x%llx: %s", (unsigned long long)b->addr,
+		    strerror(errno));
+		free(buf);
+		return -errno;
+	}
+	if (!(b->alloc_flags & KFD_IOC_ALLOC_MEM_FLAGS_USERPTR)) {
+		free(buf);
+		return 0;	/* doorbell, MMIO: nothing to save */
+	}
+	/* userptr: the memory is the target's own; we are its tracer */
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pread(fd, buf, b->size, b->addr) != (ssize_t)b->size) {
+		int err = errno;
+
+		ERR("reading userptr BO 0x%llx from %s: %s", (unsigned long long)b->addr,
+		    path, strerror(err));
+		if (fd >= 0)
+			close(fd);
+		free(buf);
+		return -err;
+	}
+	close(fd);
+	*out = buf;
+	return 0;
+}
+
+static int cmd_dump(pid_t pid, const char *dir, bool kill_after)
+{
+	struct kfd_ioctl_criu_args a = { .op = KFD_CRIU_OP_PROCESS_INFO };
+	struct kfdtest_image img;
+	struct target t;
+	uint64_t bytes = 0;
+	double t0 = now_ms(), t1, t2;
+	bool paused = false;
+	int ret = -1;
+	uint32_t i;
+
+	memset(&img, 0, sizeof(img));
+	if (attach(&t, pid, true))
+		return 1;
+	t1 = now_ms();
+	if (criu_op(t.kfd_fd, &a, "PROCESS_INFO"))
+		goto out;
+	paused = true;
+	img.hdr.magic = KFDTEST_IMG_MAGIC;
+	img.hdr.version = 1;
+	img.hdr.pid = a.pid;
+	img.hdr.num_devices = a.num_devices;
+	img.hdr.num_bos = a.num_bos;
+	img.hdr.num_objects = a.num_objects;
+	img.hdr.priv_data_size = a.priv_data_size;
+	img.devices = calloc(a.num_devices + 1, sizeof(*img.devices));
+	img.bos = calloc(a.num_bos + 1, sizeof(*img.bos));
+	img.priv_data = malloc(a.priv_data_size + 1);
+	img.contents = calloc(a.num_bos + 1, sizeof(*img.contents));
+	if (!img.devices || !img.bos || !img.priv_data || !img.contents) {
+		ERR("out of memory");
+		goto out;
+	}
+	a.op = KFD_CRIU_OP_CHECKPOINT;
+	a.devices = (uintptr_t)img.devices;
+	a.bos = (uintptr_t)img.bos;
+	a.priv_data = (uintptr_t)img.priv_data;
+	for (i = 0; i < a.num_bos; i++)
+		img.bos[i].dmabuf_fd = KFD_INVALID_FD;
+	if (criu_op(t.kfd_fd, &a, "CHECKPOINT"))
+		goto out;
+	for (i = 0; i < img.hdr.num_bos; i++) {
+		if (read_bo(pid, &img.bos[i], &img.contents[i]))
+			goto out;
+		if (img.contents[i])
+			bytes += img.bos[i].size;
+	}
+	if (kfdtest_image_write(dir, &img))
+		goto out;
+	t2 = now_ms();
+	INF("dumped pid %d (kfd pid %u): %u devices, %u BOs (%" PRIu64 " bytes of contents), "
+	    "%u objects, %" PRIu64 " bytes of private data; stopped %.1f ms, seize %.1f ms",
+	    pid, img.hdr.pid, img.hdr.num_devices, img.hdr.num_bos, bytes,
+	    img.hdr.num_objects, (uint64_t)img.hdr.priv_data_size, t2 - t1, t1 - t0);
+	ret = 0;
+out:
+	for (i = 0; img.bos && i < img.hdr.num_bos; i++)
+		if (img.bos[i].dmabuf_fd != KFD_INVALID_FD)
+			close(img.bos[i].dmabuf_fd);
+	kfdtest_image_free(&img);
+	if (kill_after && ret == 0) {
+		kill(pid, SIGKILL);
+		INF("killed pid %d", pid);
+	} else if (paused) {
+		struct kfd_ioctl_criu_args u = { .op = KFD_CRIU_OP_UNPAUSE };
+
+		if (criu_op(t.kfd_fd, &u, "UNPAUSE"))
+			ret = -1;
+	}
+	release(&t);
+	return ret ? 1 : 0;
+}
+
+/*********************************************************************
+ * restore, resume
+ *********************************************************************/
+
+static int open_own_kfd(void)
+{
+	struct kfd_ioctl_get_version_args v = {0};
+	int fd = open("/dev/kfd", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		ERR("open /dev/kfd: %s", strerror(errno));
+		return -1;
+	}
+	if (kfdtest_ioctl(fd, AMDKFD_IOC_GET_VERSION, &v)) {
+		ERR("AMDKFD_IOC_GET_VERSION: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int cmd_resume(pid_t pid)
+{
+	int fd = open_own_kfd(), ret;
+
+	if (fd < 0)
+		return 1;
+	ret = kfdtest_criu_resume(fd, pid);
+	close(fd);
+	if (!ret)
+		INF("resumed pid %d", pid);
+	return ret ? 1 : 0;
+}
+
+/*
+ * "--gpus rotate": image device i goes onto the actual GPU of image
+ * device i + 1, so every gpu_id changes (with two or more devices).
+ */
+static const char *resolve_gpus(const char *dir, const char *spec, char *buf, size_t len)
+{
+	struct kfdtest_image img;
+	size_t off = 0;
+	uint32_t i, n;
+
+	if (!spec || strcmp(spec, "rotate"))
+		return spec;
+	if (kfdtest_image_read(dir, &img))
+		return NULL;
+	n = img.hdr.num_devices;
+	buf[0] = 0;
+	for (i = 0; i < n && off < len; i++)
+		off += snprintf(buf + off, len - off, "%s0x%x", i ? "," : "",
+				img.devices[(i + 1) % n].actual_gpu_id);
+	kfdtest_image_free(&img);
+	return buf;
+}
+
+static int cmd_restore(const char *dir, const char *gpus, char **cmd)
+{
+	char self[PATH_MAX], workload[PATH_MAX + 32], fdstr[16];
+	char *defcmd[] = { workload, "--restore", (char *)dir, NULL };
+	int sv[2], kfd, status;
+	uint32_t pid = 0;
+	unsigned char st = 1;
+	pid_t child;
+	ssize_t n;
+
+	if (!cmd || !cmd[0]) {
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n < 0) {
+			ERR("readlink /proc/self/exe: %s", strerror(errno));
+			return 1;
+		}
+		self[n] = 0;
+		snprintf(workload, sizeof(workload), "%s/kfd-workload", dirname(self));
+		cmd = defcmd;
+	}
+	kfd = open_own_kfd();
+	if (kfd < 0)
+		return 1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		ERR("socketpair: %s", strerror(errno));
+		return 1;
+	}
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		ERR("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (child == 0) {
+		int fd = dup(sv[1]);	/* without O_CLOEXEC */
+
+		snprintf(fdstr, sizeof(fdstr), "%d", fd);
+		setenv("KFDTEST_SYNC_FD", fdstr, 1);
+		if (gpus)
+			setenv("KFDTEST_RESTORE_GPUS", gpus, 1);
+		execv(cmd[0], cmd);
+		ERR("exec %s: %s", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	close(sv[1]);
+	n = read(sv[0], &pid, sizeof(pid));
+	if (n != sizeof(pid)) {
+		ERR("restored process %d exited before asking for RESUME", child);
+	} else {
+		if (pid != (uint32_t)child)
+			ERR("warning: restored process says it is pid %u, we started %d",
+			    pid, child);
+		if (kfdtest_criu_resume(kfd, pid) == 0) {
+			st = 0;
+			INF("resumed restored pid %u", pid);
+		}
+		if (write(sv[0], &st, 1) != 1)
+			ERR("telling pid %u to go on: %s", pid, strerror(errno));
+	}
+	close(sv[0]);
+	close(kfd);
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR) {
+			ERR("waitpid %d: %s", child, strerror(errno));
+			return 1;
+		}
+	if (WIFSIGNALED(status)) {
+		ERR("restored process %d killed by signal %d", child, WTERMSIG(status));
+		return 128 + WTERMSIG(status);
+	}
+	return WEXITSTATUS(status);
+}
+
+/*********************************************************************
+ * negative tests
+ *********************************************************************/
+
+static int failures;
+
+/* A call that must fail: print its errno name. */
+static void expect_fail(const char *what, int ret)
+{
+	if (ret) {
+		printf("%s: %s\n", what, kfdtest_errno_name(-ret));
+	} else {
+		printf("%s: succeeded (it should have failed)\n", what);
+		failures++;
+	}
+}
+
+/* A call that must work. */
+static void expect_ok(const char *what, int ret)
+{
+	if (ret) {
+		printf("%s: %s (it should have worked)\n", what, kfdtest_errno_name(-ret));
+		failures++;
+	} else {
+		printf("%s: ok\n", what);
+	}
+}
+
+static int drop_cr_caps(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct c[2];
+	int caps[] = { CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE };
+	size_t i;
+
+	if (syscall(SYS_capget, &h, c)) {
+		ERR("capget: %s", strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		uint32_t bit = 1u << (caps[i] % 32);
+
+		c[caps[i] / 32].effective &= ~bit;
+		c[caps[i] / 32].permitted &= ~bit;
+		c[caps[i] / 32].inheritable &= ~bit;
+	}
+	if (syscall(SYS_capset, &h, c)) {
+		ERR("capset: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int try_fork_child(void)
+{
+	struct kfd_ioctl_get_version_args v;
+	int fd = open_own_kfd(), status;
+	pid_t child;
+
+	if (fd < 0)
+		return 1;
+	fflush(NULL);
+	child = fork();
+	if (child == 0) {
+		expect_fail("GET_VERSION on the parent's fd in a forked child",
+			    kfdtest_ioctl(fd, AMDKFD_IOC_GET_VERSION, &v));
+		fflush(NULL);
+		_exit(failures ? 1 : 0);
+	}
+	waitpid(child, &status, 0);
+	expect_ok("GET_VERSION on our own fd in the parent",
+		  kfdtest_ioctl(fd, AMDKFD_IOC_GET_VERSION, &v));
+	close(fd);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && !failures ? 0 : 1;
+}
+
+static int try_pid(const char *c, pid_t pid)
+{
+	struct kfd_ioctl_criu_args a = { .op = KFD_CRIU_OP_PROCESS_INFO };
+	struct kfd_ioctl_criu_args u = { .op = KFD_CRIU_OP_UNPAUSE };
+	struct kfd_criu_device_bucket *devs = NULL;
+	struct kfd_criu_bo_bucket *bos = NULL;
+	void *priv = NULL;
+	struct target t;
+	bool trace = strcmp(c, "nonowner") != 0;
+	uint32_t i;
+
+	if (attach(&t, pid, trace))
+		return 1;
+	if (!strcmp(c, "nonowner")) {
+		struct kfd_ioctl_get_version_args v;
+
+		expect_fail("GET_VERSION on another process's kfd fd",
+			    kfdtest_ioctl(t.kfd_fd, AMDKFD_IOC_GET_VERSION, &v));
+		expect_fail("CRIU_OP PROCESS_INFO on another process's kfd fd, not its tracer",
+			    criu_op(t.kfd_fd, &a, NULL));
+		goto out;
+	}
+	if (!strcmp(c, "nocap")) {
+		if (drop_cr_caps())
+			failures++;
+		else
+			expect_fail("CRIU_OP PROCESS_INFO as tracer without CAP_CHECKPOINT_RESTORE",
+				    criu_op(t.kfd_fd, &a, NULL));
+		goto out;
+	}
+	if (!strcmp(c, "tracer-other-ioctl")) {
+		struct kfd_ioctl_get_version_args v;
+
+		expect_fail("GET_VERSION on the tracee's kfd fd as its tracer",
+			    kfdtest_ioctl(t.kfd_fd, AMDKFD_IOC_GET_VERSION, &v));
+		goto out;
+	}
+	if (!strcmp(c, "ckpt-no-info") || !strcmp(c, "unpause-no-info")) {
+		if (c[0] == 'c') {
+			a.op = KFD_CRIU_OP_CHECKPOINT;
+			expect_fail("CRIU_OP CHECKPOINT without PROCESS_INFO", criu_op(t.kfd_fd, &a, NULL));
+		} else {
+			expect_fail("CRIU_OP UNPAUSE without PROCESS_INFO", criu_op(t.kfd_fd, &u, NULL));
+		}
+		goto out;
+	}
+	if (strncmp(c, "ckpt-", 5)) {
+		ERR("try: unknown case \"%s\"", c);
+		failures++;
+		goto out;
+	}
+	/* malformed CHECKPOINT after a good PROCESS_INFO */
+	expect_ok("CRIU_OP PROCESS_INFO", criu_op(t.kfd_fd, &a, NULL));
+	if (failures)
+		goto out;
+	devs = calloc(a.num_devices + 2, sizeof(*devs));
+	bos = calloc(a.num_bos + 2, sizeof(*bos));
+	priv = calloc(1, a.priv_data_size + 64);
+	if (!devs || !bos || !priv) {
+		failures++;
+		goto unpause;
+	}
+	for (i = 0; i < a.num_bos + 2; i++)
+		bos[i].dmabuf_fd = KFD_INVALID_FD;
+	a.op = KFD_CRIU_OP_CHECKPOINT;
+	a.devices = (uintptr_t)devs;
+	a.bos = (uintptr_t)bos;
+	a.priv_data = (uintptr_t)priv;
+	if (!strcmp(c, "ckpt-num-bos")) {
+		a.num_bos++;
+		expect_fail("CRIU_OP CHECKPOINT with num_bos + 1", criu_op(t.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "ckpt-num-devices")) {
+		a.num_devices++;
+		expect_fail("CRIU_OP CHECKPOINT with num_devices + 1", criu_op(t.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "ckpt-num-objects")) {
+		a.num_objects++;
+		expect_fail("CRIU_OP CHECKPOINT with num_objects + 1", criu_op(t.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "ckpt-priv-size")) {
+		a.priv_data_size -= 8;
+		expect_fail("CRIU_OP CHECKPOINT with priv_data_size - 8", criu_op(t.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "ckpt-bad-pointer")) {
+		a.bos = 8;
+		expect_fail("CRIU_OP CHECKPOINT with a bad bos pointer", criu_op(t.kfd_fd, &a, NULL));
+	} else {
+		ERR("try: unknown case \"%s\"", c);
+		failures++;
+	}
+	/* nothing leaked: no dma-buf fd may have reached us */
+	for (i = 0; i < a.num_bos + 2 && a.bos != 8; i++)
+		if (bos[i].dmabuf_fd != KFD_INVALID_FD) {
+			printf("dma-buf fd %u installed by a failed CHECKPOINT\n", bos[i].dmabuf_fd);
+			failures++;
+		}
+unpause:
+	expect_ok("CRIU_OP UNPAUSE after the failure", criu_op(t.kfd_fd, &u, NULL));
+out:
+	free(devs);
+	free(bos);
+	free(priv);
+	release(&t);
+	return failures ? 1 : 0;
+}
+
+static int try_restore(const char *c, const char *dir, const char *gpus)
+{
+	struct kfd_criu_device_bucket devs[KFDTEST_MAX_GPUS + 1];
+	uint32_t ids[KFDTEST_MAX_GPUS], topo[KFDTEST_MAX_GPUS], unused = 0xbeef;
+	struct kfd_criu_bo_bucket *bos = NULL;
+	struct kfd_ioctl_criu_args a;
+	struct kfdtest_restored rs;
+	struct kfdtest_image img;
+	struct kfdtest_dev d;
+	int nids = 0, ntopo, i, j;
+	char *priv = NULL;
+	bool retry = true;
+
+	if (kfdtest_image_read(dir, &img))
+		return 1;
+	if (gpus) {
+		nids = kfdtest_parse_gpu_list(gpus, ids, KFDTEST_MAX_GPUS);
+		if (nids < 0)
+			return 1;
+	}
+	if (kfdtest_open(&d))
+		return 1;
+	bos = calloc(img.hdr.num_bos + 2, sizeof(*bos));
+	priv = malloc(img.hdr.priv_data_size + 64);
+	if (!bos || !priv)
+		return 1;
+	if (kfdtest_restore_args(&d, &img, &a, devs, bos, gpus ? ids : NULL, nids))
+		return 1;
+	if (kfdtest_restore_prepare_va(&img))
+		return 1;
+	/* an id no GPU of the topology has */
+	ntopo = kfdtest_topology_gpus(topo, NULL, NULL, KFDTEST_MAX_GPUS);
+	for (j = 0; j < ntopo; j++)
+		if (topo[j] == unused) {
+			unused++;
+			j = -1;
+		}
+
+	if (!strcmp(c, "restore-unknown-gpu")) {
+		devs[0].actual_gpu_id = unused;
+		expect_fail("CRIU_OP RESTORE onto an unknown actual gpu_id", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-zero-user-gpu")) {
+		devs[0].user_gpu_id = 0;
+		expect_fail("CRIU_OP RESTORE with user_gpu_id 0", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-bo-gpu")) {
+		bos[0].gpu_id = unused;
+		expect_fail("CRIU_OP RESTORE with a BO on an unknown gpu_id", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-num-bos")) {
+		a.num_bos--;
+		expect_fail("CRIU_OP RESTORE with num_bos - 1", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-num-devices")) {
+		a.num_devices--;
+		expect_fail("CRIU_OP RESTORE with num_devices - 1", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-num-objects")) {
+		a.num_objects++;
+		expect_fail("CRIU_OP RESTORE with num_objects + 1", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-truncated")) {
+		a.priv_data_size /= 2;
+		expect_fail("CRIU_OP RESTORE with truncated priv_data", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-corrupt")) {
+		memcpy(priv, img.priv_data, img.hdr.priv_data_size);
+		for (i = 0; i < 16 && i < (int)img.hdr.priv_data_size; i++)
+			priv[i] ^= 0x5a;
+		a.priv_data = (uintptr_t)priv;
+		expect_fail("CRIU_OP RESTORE with corrupt priv_data", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-bad-pointer")) {
+		a.priv_data = 8;
+		expect_fail("CRIU_OP RESTORE with a bad priv_data pointer", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-valid")) {
+		retry = true;
+	} else {
+		ERR("try: unknown case \"%s\"", c);
+		return 1;
+	}
+	if (retry) {
+		/* nothing changed: the real RESTORE still works in this process */
+		if (kfdtest_restore_args(&d, &img, &a, devs, bos, gpus ? ids : NULL, nids))
+			return 1;
+		for (i = 0; i < (int)img.hdr.num_bos; i++)
+			bos[i].dmabuf_fd = KFD_INVALID_FD;
+		i = criu_op(d.kfd_fd, &a, NULL);
+		expect_ok("CRIU_OP RESTORE of the unmodified image in the same process", i);
+		if (!i)
+			expect_ok("mapping and filling the restored BOs",
+				  kfdtest_restore_finish(&d, &img, bos, &rs));
+	}
+	free(bos);
+	free(priv);
+	kfdtest_image_free(&img);
+	kfdtest_close(&d);
+	return failures ? 1 : 0;
+}
+
+/*********************************************************************
+ * main
+ *********************************************************************/
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: %s dump PID DIR [--kill]\n"
+		"       %s restore DIR [--gpus ID,ID,...|rotate] [-- COMMAND ARGS...]\n"
+		"       %s resume PID\n"
+		"       %s try CASE [PID | DIR [--gpus ID,ID,...]]\n"
+		"cases on a running PID: nonowner nocap tracer-other-ioctl ckpt-no-info\n"
+		"  unpause-no-info ckpt-num-bos ckpt-num-devices ckpt-num-objects\n"
+		"  ckpt-priv-size ckpt-bad-pointer\n"
+		"cases on an image DIR: restore-unknown-gpu restore-zero-user-gpu restore-bo-gpu\n"
+		"  restore-num-bos restore-num-devices restore-num-objects restore-truncated\n"
+		"  restore-corrupt restore-bad-pointer restore-valid\n"
+		"case without argument: fork-child\n",
+		prog, prog, prog, prog);
+}
+
+static int parse_pid(const char *s, pid_t *pid)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || *end || v <= 0 || v > INT32_MAX) {
+		ERR("invalid pid \"%s\"", s);
+		return -1;
+	}
+	*pid = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *gpus = NULL;
+	char gpubuf[KFDTEST_MAX_GPUS * 8 + 1];
+	pid_t pid;
+	int i;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "dump")) {
+		bool kill_after = false;
+
+		if (argc < 4 || argc > 5 || parse_pid(argv[2], &pid)) {
+			usage(stderr);
+			return 2;
+		}
+		if (argc == 5) {
+			if (strcmp(argv[4], "--kill")) {
+				ERR("dump: unknown option \"%s\"", argv[4]);
+				return 2;
+			}
+			kill_after = true;
+		}
+		return cmd_dump(pid, argv[3], kill_after);
+	}
+	if (!strcmp(argv[1], "resume")) {
+		if (argc != 3 || parse_pid(argv[2], &pid)) {
+			usage(stderr);
+			return 2;
+		}
+		return cmd_resume(pid);
+	}
+	if (!strcmp(argv[1], "restore")) {
+		char **cmd = NULL;
+
+		if (argc < 3) {
+			usage(stderr);
+			return 2;
+		}
+		for (i = 3; i < argc; i++) {
+			if (!strcmp(argv[i], "--gpus") && i + 1 < argc) {
+				gpus = argv[++i];
+			} else if (!strcmp(argv[i], "--")) {
+				cmd = &argv[i + 1];
+				break;
+			} else {
+				ERR("restore: unknown option \"%s\"", argv[i]);
+				return 2;
+			}
+		}
+		gpus = resolve_gpus(argv[2], gpus, gpubuf, sizeof(gpubuf));
+		if (gpus) {
+			uint32_t ids[KFDTEST_MAX_GPUS];
+
+			if (kfdtest_parse_gpu_list(gpus, ids, KFDTEST_MAX_GPUS) < 0)
+				return 2;
+			INF("restoring onto GPUs %s", gpus);
+		}
+		return cmd_restore(argv[2], gpus, cmd);
+	}
+	if (!strcmp(argv[1], "try")) {
+		const char *c = argc > 2 ? argv[2] : "";
+
+		if (!strcmp(c, "fork-child"))
+			return try_fork_child();
+		if (argc < 4) {
+			usage(stderr);
+			return 2;
+		}
+		if (!strncmp(c, "restore-", 8)) {
+			for (i = 4; i < argc; i++) {
+				if (!strcmp(argv[i], "--gpus") && i + 1 < argc) {
+					gpus = argv[++i];
+				} else {
+					ERR("try: unknown option \"%s\"", argv[i]);
+					return 2;
+				}
+			}
+			gpus = resolve_gpus(argv[3], gpus, gpubuf, sizeof(gpubuf));
+			return try_restore(c, argv[3], gpus);
+		}
+		if (argc != 4 || parse_pid(argv[3], &pid))
+			return 2;
+		return try_pid(c, pid);
+	}
+	ERR("unknown command \"%s\"", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# kfdsim system tests: the workload computes its known result on kfdsim
+# GPUs; kfd-ckpt checkpoints it (PROCESS_INFO -> CHECKPOINT -> UNPAUSE)
+# and a fresh process restores it onto other gpu_ids and finishes with the
+# uninterrupted result; every negative case gets its errno.
+#
+# Runs in the test bed as root with kfdsim loaded (tests/testbed/run);
+# the programs come from $KFDCR_BUILDDIR/tests/kfd (built by make check).
+# At least two GPUs are needed.
+
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+	export KFD_BIN=${KFDCR_BUILDDIR:-$PWD}/tests/kfd
+	export TOPO=/sys/devices/virtual/kfd/kfd/topology
+}
+
+setup() {
+	[ -e /dev/kfd ] || skip "/dev/kfd missing: kfdsim is not loaded"
+	[ -x "$KFD_BIN/kfd-workload" ] || skip "$KFD_BIN/kfd-workload not built (make check builds it)"
+	[ "$(gpu_count)" -ge 2 ] || skip "kfdsim has fewer than 2 GPUs"
+	PATH=$KFD_BIN:$PATH
+	WL_PID=
+}
+
+teardown() {
+	if [ -n "${WL_PID:-}" ]; then
+		kill -9 "$WL_PID" 2>/dev/null || true
+		wait "$WL_PID" 2>/dev/null || true
+	fi
+}
+
+gpu_count() {
+	local n=0 f
+	for f in "$TOPO"/nodes/*/gpu_id; do
+		[ -e "$f" ] && [ "$(cat "$f")" != 0 ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# log a command's output for failing tests
+log() { printf '# %s\n' "$@" >&3; }
+
+result_of() { sed -n 's/^result: \(0x[0-9a-f]\{16\}\)$/\1/p' <<<"$1" | tail -n 1; }
+
+cpu_result() {
+	run -0 kfd-workload --cpu "$@"
+	result_of "$output"
+}
+
+# Start the workload in the background, its output in $BATS_TEST_TMPDIR/wl.out.
+start_workload() {
+	kfd-workload "$@" >"$BATS_TEST_TMPDIR/wl.out" 2>&1 3>&- &
+	WL_PID=$!
+}
+
+# Wait until the workload printed a line matching $1 (30 s at most).
+wait_for_line() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		grep -q "$1" "$BATS_TEST_TMPDIR/wl.out" && return 0
+		kill -0 "$WL_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$BATS_TEST_TMPDIR/wl.out" >&2
+	return 1
+}
+
+# Wait for the workload; its exit status.  (Not under `run`: a subshell
+# cannot wait for our child.)
+wait_workload() {
+	local rc=0
+	wait "$WL_PID" || rc=$?
+	WL_PID=
+	return $rc
+}
+
+# The workload was killed by kfd-ckpt dump --kill.
+reap_killed() {
+	local rc=0
+	wait "$WL_PID" || rc=$?
+	WL_PID=
+	[ "$rc" = 137 ]
+}
+
+@test "kfdsim workload: 2 GPUs compute the CPU result" {
+	local want
+	want=$(cpu_result --gpus 2 --iterations 8 --seed 7)
+	run -0 kfd-workload --gpus 2 --iterations 8 --seed 7
+	echo "$output"
+	[[ $output == *"ready: pid"* ]]
+	[[ $output == *"iteration 8/8 done"* ]]
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim workload: 1 GPU with GTT rings and another seed" {
+	local want
+	want=$(cpu_result --gpus 1 --iterations 5 --seed 99 --vram-mb 1)
+	run -0 kfd-workload --gpus 1 --iterations 5 --seed 99 --vram-mb 1 --ring-mem gtt
+	echo "$output"
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim workload: bad options are rejected" {
+	run -2 kfd-workload --gpus 0
+	[[ $output == *"--gpus: invalid value"* ]]
+	run -1 kfd-workload --gpus 2 --gtt-mb 1 --vram-mb 64
+	[[ $output == *"--gtt-mb"* ]]
+}
+
+@test "kfdsim checkpoint: dump + kill, restore onto other gpu_ids gives the uninterrupted result" {
+	local want img=$BATS_TEST_TMPDIR/img
+	want=$(cpu_result --gpus 2 --iterations 30 --seed 3)
+	start_workload --gpus 2 --iterations 30 --seed 3
+	wait_for_line "iteration 2/30 done"
+	run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
+	echo "$output"
+	[[ $output == *"dumped pid $WL_PID"* ]]
+	reap_killed
+	run -0 kfd-ckpt restore "$img" --gpus rotate
+	echo "$output"
+	[[ $output == *"restored: pid"* ]]
+	[[ $output == *"resumed restored pid"* ]]
+	[ "$(result_of "$output")" = "$want" ]
+	# every device landed on another gpu_id
+	maps=$(grep -o '0x[0-9a-f]*->0x[0-9a-f]*' <<<"$output")
+	[ -n "$maps" ]
+	while read -r map; do [ "${map%->*}" != "${map#*->}" ]; done <<<"$maps"
+}
+
+@test "kfdsim checkpoint: after UNPAUSE the original and a restored copy both finish with the result" {
+	local want img=$BATS_TEST_TMPDIR/img
+	want=$(cpu_result --gpus 2 --iterations 20 --seed 11)
+	start_workload --gpus 2 --iterations 20 --seed 11
+	wait_for_line "iteration 3/20 done"
+	run -0 kfd-ckpt dump "$WL_PID" "$img"
+	echo "$output"
+	wait_workload
+	out=$(cat "$BATS_TEST_TMPDIR/wl.out")
+	echo "$out"
+	[ "$(result_of "$out")" = "$want" ]
+	run -0 kfd-ckpt restore "$img" --gpus rotate
+	echo "$output"
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim checkpoint: stops at random moments, mid-dispatch included, restore exactly" {
+	local want img round delay inflight=0
+	want=$(cpu_result --gpus 2 --iterations 12 --seed 5 --vram-mb 6)
+	for round in 1 2 3; do
+		img=$BATS_TEST_TMPDIR/img$round
+		start_workload --gpus 2 --iterations 12 --seed 5 --vram-mb 6
+		wait_for_line "ready: pid"
+		delay=$(printf '0.%03d' $((RANDOM % 1000)))
+		sleep "$delay"
+		run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
+		echo "round $round after ${delay}s: $output"
+		reap_killed
+		run -0 kfd-ckpt restore "$img" --gpus rotate
+		echo "$output"
+		[ "$(result_of "$output")" = "$want" ]
+		# packets were in flight when it stopped (rptr < wptr on a queue)
+		if grep -Eo 'rptr [0-9]+ wptr [0-9]+' <<<"$output" |
+			awk '$2 < $4 { f = 1 } END { exit !f }'; then
+			inflight=$((inflight + 1))
+		fi
+	done
+	echo "rounds with packets in flight: $inflight"
+	[ "$inflight" -ge 1 ]
+}
+
+@test "kfdsim permissions: non-owner ioctls fail with EBADF" {
+	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
+	sleep 1
+	run -0 kfd-ckpt try nonowner "$WL_PID"
+	echo "$output"
+	[[ $output == *"GET_VERSION on another process's kfd fd: EBADF"* ]]
+	[[ $output == *"PROCESS_INFO on another process's kfd fd, not its tracer: EBADF"* ]]
+	run -0 kfd-ckpt try tracer-other-ioctl "$WL_PID"
+	echo "$output"
+	[[ $output == *"GET_VERSION on the tracee's kfd fd as its tracer: EBADF"* ]]
+	run -0 kfd-ckpt try fork-child
+	echo "$output"
+	[[ $output == *"forked child: EBADF"* ]]
+}
+
+@test "kfdsim permissions: CRIU_OP without CAP_CHECKPOINT_RESTORE fails with EACCES" {
+	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
+	sleep 1
+	run -0 kfd-ckpt try nocap "$WL_PID"
+	echo "$output"
+	[[ $output == *"without CAP_CHECKPOINT_RESTORE: EACCES"* ]]
+}
+
+@test "kfdsim checkpoint: CHECKPOINT or UNPAUSE without PROCESS_INFO fail with EINVAL" {
+	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
+	sleep 1
+	run -0 kfd-ckpt try ckpt-no-info "$WL_PID"
+	echo "$output"
+	[[ $output == *"CHECKPOINT without PROCESS_INFO: EINVAL"* ]]
+	run -0 kfd-ckpt try unpause-no-info "$WL_PID"
+	echo "$output"
+	[[ $output == *"UNPAUSE without PROCESS_INFO: EINVAL"* ]]
+}
+
+@test "kfdsim checkpoint: malformed CHECKPOINTs are rejected and change nothing" {
+	local want
+	want=$(cpu_result --gpus 2 --iterations 25 --seed 4)
+	start_workload --gpus 2 --iterations 25 --seed 4
+	wait_for_line "iteration 1/25 done"
+	local c
+	for c in ckpt-num-bos:EINVAL ckpt-num-devices:EINVAL ckpt-num-objects:EINVAL \
+		ckpt-priv-size:EINVAL ckpt-bad-pointer:EFAULT; do
+		run -0 kfd-ckpt try "${c%:*}" "$WL_PID"
+		echo "$output"
+		[[ $output == *"CHECKPOINT with "*": ${c#*:}"* ]]
+		[[ $output == *"UNPAUSE after the failure: ok"* ]]
+	done
+	wait_workload
+	out=$(cat "$BATS_TEST_TMPDIR/wl.out")
+	echo "$out"
+	[ "$(result_of "$out")" = "$want" ]
+}
+
+@test "kfdsim restore: malformed RESTOREs are rejected and change nothing" {
+	local img=$BATS_TEST_TMPDIR/img c
+	start_workload --gpus 2 --iterations 50 --seed 2
+	wait_for_line "iteration 1/50 done"
+	run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
+	reap_killed
+	for c in restore-unknown-gpu:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
+		restore-num-bos:EINVAL restore-num-devices:EINVAL restore-num-objects:EINVAL \
+		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT; do
+		run -0 kfd-ckpt try "${c%:*}" "$img" --gpus rotate
+		echo "$output"
+		[[ $output == *"RESTORE "*": ${c#*:}"* ]]
+		[[ $output == *"RESTORE of the unmodified image in the same process: ok"* ]]
+		[[ $output == *"mapping and filling the restored BOs: ok"* ]]
+	done
+}
+
+@test "kfdsim: no process, BO or module reference left behind" {
+	local refs
+	sleep 1
+	refs=$(awk '$1 == "kfdsim" { print $3 }' /proc/modules)
+	echo "kfdsim module references: $refs"
+	[ "$refs" = 0 ]
+}
