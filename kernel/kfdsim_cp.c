@@ -1,0 +1,783 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * DOC: command processor
+ *
+ * User-mode queues and the per-GPU command processor (CP) kthread.  The
+ * CP polls every runnable AQL queue of its GPU (doorbell slot and write
+ * index), and executes the packets documented in uapi/kfdsim.h.  Kernels
+ * run in chunks of chunk_kb; each chunk is one CP step taken under the
+ * process mutex, so whoever holds that mutex (CRIU ops, queue ioctls)
+ * sees every queue between two chunks, with the in-flight dispatch state
+ * in struct kfdsim_dispatch.  A ptrace-stopped process does not stop the
+ * CP: only the queue and process flags do.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/delay.h>
+#include <linux/highmem.h>
+#include <linux/kthread.h>
+#include <linux/mm.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+#include "kfdsim_priv.h"
+
+#define KFDSIM_AQL_TYPE_BARRIER_OR	5
+#define KFDSIM_PKT_COMPLETION_SIGNAL	56
+#define KFDSIM_SIGNAL_VALUE		8
+#define KFDSIM_SIGNAL_MAILBOX		16
+#define KFDSIM_SIGNAL_EVENT_ID		24
+#define KFDSIM_MAX_BYTES		(1ULL << 48)
+
+u64 *kfdsim_doorbell_slot(struct kfdsim_pdd *pdd, u32 doorbell_id)
+{
+	return (u64 *)page_address(pdd->doorbells) + doorbell_id;
+}
+
+bool kfdsim_kernel_valid(u32 kernel)
+{
+	return kernel >= KFDSIM_KERNEL_FILL && kernel <= KFDSIM_KERNEL_STENCIL;
+}
+
+/* ------------------------------------------------------------------ */
+/* GPU virtual memory as the CP sees it                                 */
+
+static struct kfdsim_bo *kfdsim_vm_find(struct kfdsim_queue *q, u64 va)
+{
+	struct kfdsim_bo *bo;
+
+	list_for_each_entry(bo, &q->p->bos, node) {
+		if ((bo->mapped & BIT(q->pdd->idx)) && va >= bo->va &&
+		    va - bo->va < bo->size)
+			return bo;
+	}
+	return NULL;
+}
+
+/*
+ * Copy @len bytes between the queue's GPU VM at @va and @buf.  Runs in the
+ * CP with the process's mm in use, so USERPTR BOs are reached through
+ * their current CPU mapping.  @lenient lets queue memory (ring, read and
+ * write pointers) that is not a GPU-mapped BO be reached as plain user
+ * memory; everything else must be mapped on the queue's GPU.
+ */
+static int kfdsim_vm_rw(struct kfdsim_queue *q, u64 va, void *buf, size_t len,
+			bool write, bool lenient)
+{
+	while (len) {
+		struct kfdsim_bo *bo = kfdsim_vm_find(q, va);
+		void __user *uptr;
+		size_t n;
+		u64 off;
+
+		if (!bo) {
+			if (!lenient)
+				goto fault;
+			uptr = u64_to_user_ptr(va);
+			n = len;
+		} else {
+			off = va - bo->va;
+			n = min_t(u64, len, bo->size - off);
+			if (bo->shmem) {
+				u8 *k = kfdsim_bo_kaddr(bo);
+
+				if (!k)
+					goto fault;
+				if (write)
+					memcpy(k + off, buf, n);
+				else
+					memcpy(buf, k + off, n);
+				goto next;
+			}
+			if (!(bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_USERPTR))
+				goto fault;
+			uptr = u64_to_user_ptr(bo->user_addr + off);
+		}
+		if (write ? copy_to_user(uptr, buf, n) : copy_from_user(buf, uptr, n))
+			goto fault;
+next:
+		va += n;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+fault:
+	q->fault_va = va;
+	return -EFAULT;
+}
+
+/* Atomically decrement the 64-bit value at @va (a signal's value). */
+static int kfdsim_vm_atomic_dec(struct kfdsim_queue *q, u64 va)
+{
+	struct kfdsim_bo *bo = kfdsim_vm_find(q, va);
+	struct page *page;
+	u64 off, uaddr;
+	void *k;
+
+	if (!bo || (va & 7))
+		goto fault;
+	off = va - bo->va;
+	if (bo->shmem) {
+		k = kfdsim_bo_kaddr(bo);
+		if (!k)
+			goto fault;
+		atomic64_dec((atomic64_t *)(k + off));
+		return 0;
+	}
+	if (!(bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_USERPTR))
+		goto fault;
+	uaddr = bo->user_addr + off;
+	if (pin_user_pages_fast(uaddr, 1, FOLL_WRITE, &page) != 1)
+		goto fault;
+	k = kmap_local_page(page);
+	atomic64_dec((atomic64_t *)(k + offset_in_page(uaddr)));
+	kunmap_local(k);
+	unpin_user_page(page);
+	return 0;
+fault:
+	q->fault_va = va;
+	return -EFAULT;
+}
+
+/* ------------------------------------------------------------------ */
+/* built-in kernels                                                     */
+
+static size_t kfdsim_args_size(u32 kernel)
+{
+	switch (kernel) {
+	case KFDSIM_KERNEL_FILL:
+		return sizeof(struct kfdsim_args_fill);
+	case KFDSIM_KERNEL_COPY:
+		return sizeof(struct kfdsim_args_copy);
+	case KFDSIM_KERNEL_SCALED_ADD:
+		return sizeof(struct kfdsim_args_scaled_add);
+	case KFDSIM_KERNEL_CHECKSUM:
+		return sizeof(struct kfdsim_args_checksum);
+	case KFDSIM_KERNEL_STENCIL:
+		return sizeof(struct kfdsim_args_stencil);
+	default:
+		return 0;
+	}
+}
+
+static int kfdsim_stencil_row(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+			      const struct kfdsim_args_stencil *a, u64 y)
+{
+	u64 rowb = (u64)a->width * 4;
+	u64 src = a->src + y * rowb, dst = a->dst + y * rowb;
+	u32 *n_row = dev->bounce[0], *s_row = dev->bounce[1], *c_row = dev->bounce[2];
+	u64 step = kfdsim_chunk_bytes / 4 - 2;
+	u64 x0, off, n, i;
+
+	if (y == 0 || y == a->height - 1 || a->width < 3) {
+		for (off = 0; off < rowb; off += n) {
+			n = min_t(u64, rowb - off, kfdsim_chunk_bytes);
+			if (kfdsim_vm_rw(q, src + off, c_row, n, false, false) ||
+			    kfdsim_vm_rw(q, dst + off, c_row, n, true, false))
+				return -EFAULT;
+		}
+		return 0;
+	}
+
+	/* boundary columns are copied unchanged */
+	if (kfdsim_vm_rw(q, src, c_row, 4, false, false) ||
+	    kfdsim_vm_rw(q, dst, c_row, 4, true, false) ||
+	    kfdsim_vm_rw(q, src + rowb - 4, c_row, 4, false, false) ||
+	    kfdsim_vm_rw(q, dst + rowb - 4, c_row, 4, true, false))
+		return -EFAULT;
+
+	for (x0 = 1; x0 < a->width - 1; x0 += n) {
+		n = min_t(u64, step, a->width - 1 - x0);
+		if (kfdsim_vm_rw(q, src - rowb + x0 * 4, n_row, n * 4, false, false) ||
+		    kfdsim_vm_rw(q, src + rowb + x0 * 4, s_row, n * 4, false, false) ||
+		    kfdsim_vm_rw(q, src + (x0 - 1) * 4, c_row, (n + 2) * 4, false, false))
+			return -EFAULT;
+		for (i = 0; i < n; i++)
+			n_row[i] = (u32)((4ULL * c_row[i + 1] + n_row[i] + s_row[i] +
+					  c_row[i] + c_row[i + 2]) / 8);
+		if (kfdsim_vm_rw(q, dst + x0 * 4, n_row, n * 4, true, false))
+			return -EFAULT;
+	}
+	return 0;
+}
+
+/* Run one chunk of the dispatch in flight: 1 when done, 0 if not, -errno. */
+static int kfdsim_run_chunk(struct kfdsim_dev *dev, struct kfdsim_queue *q)
+{
+	struct kfdsim_dispatch *d = &q->cur;
+	u64 words = kfdsim_chunk_bytes / 4;
+	u32 *b0 = dev->bounce[0], *b1 = dev->bounce[1];
+	u64 n, i;
+
+	switch (d->kernel) {
+	case KFDSIM_KERNEL_FILL: {
+		struct kfdsim_args_fill *a = (void *)d->args;
+
+		n = min(a->count - d->progress, words);
+		if (n) {
+			memset32(b0, a->value, n);
+			if (kfdsim_vm_rw(q, a->dst + d->progress * 4, b0, n * 4, true, false))
+				return -EFAULT;
+		}
+		d->progress += n;
+		return d->progress == a->count;
+	}
+	case KFDSIM_KERNEL_COPY: {
+		struct kfdsim_args_copy *a = (void *)d->args;
+
+		n = min_t(u64, a->bytes - d->progress, kfdsim_chunk_bytes);
+		if (n && (kfdsim_vm_rw(q, a->src + d->progress, b0, n, false, false) ||
+			  kfdsim_vm_rw(q, a->dst + d->progress, b0, n, true, false)))
+			return -EFAULT;
+		d->progress += n;
+		return d->progress == a->bytes;
+	}
+	case KFDSIM_KERNEL_SCALED_ADD: {
+		struct kfdsim_args_scaled_add *a = (void *)d->args;
+
+		n = min(a->count - d->progress, words);
+		if (n) {
+			if (kfdsim_vm_rw(q, a->x + d->progress * 4, b0, n * 4, false, false) ||
+			    kfdsim_vm_rw(q, a->y + d->progress * 4, b1, n * 4, false, false))
+				return -EFAULT;
+			for (i = 0; i < n; i++)
+				b0[i] = a->a * b0[i] + b1[i];
+			if (kfdsim_vm_rw(q, a->dst + d->progress * 4, b0, n * 4, true, false))
+				return -EFAULT;
+		}
+		d->progress += n;
+		return d->progress == a->count;
+	}
+	case KFDSIM_KERNEL_CHECKSUM: {
+		struct kfdsim_args_checksum *a = (void *)d->args;
+
+		n = min(a->count - d->progress, words);
+		if (n) {
+			if (kfdsim_vm_rw(q, a->src + d->progress * 4, b0, n * 4, false, false))
+				return -EFAULT;
+			for (i = 0; i < n; i++)
+				d->accum += (u64)b0[i] * (2 * (d->progress + i) + 1);
+		}
+		d->progress += n;
+		if (d->progress < a->count)
+			return 0;
+		if (kfdsim_vm_rw(q, a->result, &d->accum, sizeof(d->accum), true, false))
+			return -EFAULT;
+		return 1;
+	}
+	case KFDSIM_KERNEL_STENCIL: {
+		struct kfdsim_args_stencil *a = (void *)d->args;
+		u64 cells = 0;
+
+		while (d->progress < a->height && cells < words) {
+			if (kfdsim_stencil_row(dev, q, a, d->progress))
+				return -EFAULT;
+			d->progress++;
+			cells += a->width;
+		}
+		return d->progress == a->height;
+	}
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Decode a KERNEL_DISPATCH packet and its arguments into q->cur. */
+static int kfdsim_dispatch_start(struct kfdsim_queue *q, const u8 *pkt, u64 slot)
+{
+	const struct kfdsim_aql_dispatch *pk = (const void *)pkt;
+	struct kfdsim_dispatch *d = &q->cur;
+	u64 obj = pk->kernel_object;
+	u32 kernel = obj & 0xffffff;
+	size_t asize;
+
+	if ((obj & ~0xffffffULL) != KFDSIM_KERNEL_MAGIC || !kfdsim_kernel_valid(kernel)) {
+		q->fault_va = slot;
+		return -EINVAL;
+	}
+	memset(d, 0, sizeof(*d));
+	asize = kfdsim_args_size(kernel);
+	if (kfdsim_vm_rw(q, pk->kernarg_address, d->args, asize, false, false))
+		return -EFAULT;
+
+	/* sizes beyond any GPU VA range can only fault; refuse them early */
+	switch (kernel) {
+	case KFDSIM_KERNEL_FILL:
+	case KFDSIM_KERNEL_SCALED_ADD:
+	case KFDSIM_KERNEL_CHECKSUM:
+		if (((u64 *)d->args)[kernel == KFDSIM_KERNEL_SCALED_ADD ? 3 : 1] >
+		    KFDSIM_MAX_BYTES / 4)
+			goto bad;
+		break;
+	case KFDSIM_KERNEL_COPY:
+		if (((struct kfdsim_args_copy *)d->args)->bytes > KFDSIM_MAX_BYTES)
+			goto bad;
+		break;
+	case KFDSIM_KERNEL_STENCIL: {
+		struct kfdsim_args_stencil *a = (void *)d->args;
+
+		if ((u64)a->width * a->height > KFDSIM_MAX_BYTES / 4)
+			goto bad;
+		break;
+	}
+	}
+	memcpy(d->packet, pkt, sizeof(d->packet));
+	d->kernel = kernel;
+	d->active = 1;
+	return 0;
+bad:
+	q->fault_va = pk->kernarg_address;
+	return -EINVAL;
+}
+
+/* Retire the packet at q->rptr: free the slot, then signal completion. */
+static int kfdsim_complete(struct kfdsim_queue *q, const u8 *pkt)
+{
+	u64 slot = q->ring_base + (q->rptr & (q->ring_size / 64 - 1)) * 64;
+	u16 header;
+	u64 sig, mailbox;
+	u32 event_id;
+
+	memcpy(&header, pkt, sizeof(header));
+	header = (header & ~KFDSIM_AQL_TYPE_MASK) | KFDSIM_AQL_TYPE_INVALID;
+	if (kfdsim_vm_rw(q, slot, &header, sizeof(header), true, true))
+		return -EFAULT;
+	q->rptr++;
+	if (kfdsim_vm_rw(q, q->rptr_addr, &q->rptr, sizeof(q->rptr), true, true))
+		return -EFAULT;
+
+	memcpy(&sig, pkt + KFDSIM_PKT_COMPLETION_SIGNAL, sizeof(sig));
+	if (!sig)
+		return 0;
+	if (kfdsim_vm_atomic_dec(q, sig + KFDSIM_SIGNAL_VALUE) ||
+	    kfdsim_vm_rw(q, sig + KFDSIM_SIGNAL_MAILBOX, &mailbox, sizeof(mailbox), false, false) ||
+	    kfdsim_vm_rw(q, sig + KFDSIM_SIGNAL_EVENT_ID, &event_id, sizeof(event_id), false, false))
+		return -EFAULT;
+	if (mailbox) {
+		u64 v = event_id;
+
+		if (kfdsim_vm_rw(q, mailbox, &v, sizeof(v), true, false))
+			return -EFAULT;
+		kfdsim_event_interrupt(q->p, event_id);
+	}
+	return 0;
+}
+
+/* 1 when a BARRIER_AND/OR packet's dependencies are met, 0 if not. */
+static int kfdsim_barrier_ready(struct kfdsim_queue *q, const u8 *pkt, bool and)
+{
+	bool any_dep = false;
+	unsigned int i;
+
+	for (i = 0; i < 5; i++) {
+		u64 dep;
+		s64 value;
+
+		memcpy(&dep, pkt + 8 + 8 * i, sizeof(dep));
+		if (!dep)
+			continue;
+		any_dep = true;
+		if (kfdsim_vm_rw(q, dep + KFDSIM_SIGNAL_VALUE, &value, sizeof(value), false, false))
+			return -EFAULT;
+		if (and && value != 0)
+			return 0;
+		if (!and && value == 0)
+			return 1;
+	}
+	return and || !any_dep;
+}
+
+/* One CP step on @q with its mm in use: > 0 if it made progress. */
+static int kfdsim_cp_process(struct kfdsim_dev *dev, struct kfdsim_queue *q)
+{
+	u64 wptr, doorbell, slot;
+	u8 pkt[64];
+	int ret;
+
+	if (!q->cur.active) {
+		if (kfdsim_vm_rw(q, q->wptr_addr, &wptr, sizeof(wptr), false, true))
+			return -EFAULT;
+		doorbell = READ_ONCE(*kfdsim_doorbell_slot(q->pdd, q->doorbell_id));
+		if (q->rptr >= max(wptr, doorbell))
+			return 0;
+		slot = q->ring_base + (q->rptr & (q->ring_size / 64 - 1)) * 64;
+		if (kfdsim_vm_rw(q, slot, pkt, sizeof(pkt), false, true))
+			return -EFAULT;
+
+		switch (pkt[0]) {
+		case KFDSIM_AQL_TYPE_INVALID:
+			return 0;	/* not published yet */
+		case KFDSIM_AQL_TYPE_KERNEL_DISPATCH:
+			ret = kfdsim_dispatch_start(q, pkt, slot);
+			if (ret)
+				return ret;
+			break;
+		case KFDSIM_AQL_TYPE_BARRIER_AND:
+		case KFDSIM_AQL_TYPE_BARRIER_OR:
+			ret = kfdsim_barrier_ready(q, pkt,
+						   pkt[0] == KFDSIM_AQL_TYPE_BARRIER_AND);
+			if (ret <= 0)
+				return ret;
+			ret = kfdsim_complete(q, pkt);
+			return ret ? ret : 1;
+		default:
+			q->fault_va = slot;
+			return -EINVAL;
+		}
+	}
+
+	ret = kfdsim_run_chunk(dev, q);
+	if (ret < 0)
+		return ret;
+	if (ret) {
+		q->cur.active = 0;
+		ret = kfdsim_complete(q, q->cur.packet);
+		if (ret)
+			return ret;
+	}
+	return 1;
+}
+
+static bool kfdsim_queue_runnable(struct kfdsim_queue *q)
+{
+	return !q->dead && !q->error && !q->p->paused && !q->p->restore_pending &&
+	       q->type == KFD_IOC_QUEUE_TYPE_COMPUTE_AQL && q->ring_base &&
+	       q->ring_size >= 64 && q->percent > 0;
+}
+
+static void kfdsim_queue_fault(struct kfdsim_queue *q, int err)
+{
+	q->error = true;
+	pr_debug("gpu %u queue %u: %s at 0x%llx, queue stopped\n",
+		 q->pdd->dev->gpu_id, q->queue_id,
+		 err == -EFAULT ? "memory fault" : "invalid packet", q->fault_va);
+	kfdsim_event_exception(q->p, q->pdd->user_gpu_id, q->fault_va);
+}
+
+static bool kfdsim_cp_step(struct kfdsim_dev *dev, struct kfdsim_queue *q)
+{
+	struct kfdsim_process *p = q->p;
+	int ret = 0;
+
+	mutex_lock(&p->mutex);
+	if (!kfdsim_queue_runnable(q) || !mmget_not_zero(p->mm))
+		goto out_unlock;
+	kthread_use_mm(p->mm);
+	ret = kfdsim_cp_process(dev, q);
+	kthread_unuse_mm(p->mm);
+	mmput_async(p->mm);
+	if (ret < 0)
+		kfdsim_queue_fault(q, ret);
+out_unlock:
+	mutex_unlock(&p->mutex);
+	return ret > 0;
+}
+
+static int kfdsim_cp_thread(void *data)
+{
+	struct kfdsim_dev *dev = data;
+	unsigned int idle = 0;
+
+	while (!kthread_should_stop()) {
+		bool did = false;
+		unsigned int n;
+
+		spin_lock(&dev->queue_lock);
+		n = dev->nr_queues;
+		spin_unlock(&dev->queue_lock);
+
+		while (n-- && !kthread_should_stop()) {
+			struct kfdsim_process *p;
+			struct kfdsim_queue *q;
+
+			spin_lock(&dev->queue_lock);
+			if (list_empty(&dev->queues)) {
+				spin_unlock(&dev->queue_lock);
+				break;
+			}
+			q = list_first_entry(&dev->queues, struct kfdsim_queue, dnode);
+			list_move_tail(&q->dnode, &dev->queues);
+			p = q->p;
+			if (!kref_get_unless_zero(&p->ref)) {
+				spin_unlock(&dev->queue_lock);
+				continue;
+			}
+			kref_get(&q->ref);
+			spin_unlock(&dev->queue_lock);
+
+			if (kfdsim_cp_step(dev, q)) {
+				did = true;
+				if (kfdsim_chunk_delay_us)
+					usleep_range(kfdsim_chunk_delay_us,
+						     kfdsim_chunk_delay_us + 10);
+			}
+			kfdsim_queue_put(q);
+			kfdsim_process_put(p);
+			cond_resched();
+		}
+
+		if (did) {
+			idle = 0;
+			continue;
+		}
+		if (atomic_xchg(&dev->cp_kick, 0)) {
+			idle = 0;
+			continue;
+		}
+		/* poll fast for a while after activity, then every jiffy */
+		if (++idle < 256) {
+			usleep_range(100, 200);
+			continue;
+		}
+		wait_event_interruptible_timeout(dev->cp_wq,
+						 kthread_should_stop() ||
+						 atomic_read(&dev->cp_kick), 1);
+	}
+	return 0;
+}
+
+void kfdsim_cp_kick(struct kfdsim_dev *dev)
+{
+	atomic_set(&dev->cp_kick, 1);
+	wake_up(&dev->cp_wq);
+}
+
+/* Wake the CPs of every GPU of @p (after UNPAUSE, RESUME, queue changes). */
+void kfdsim_process_kick(struct kfdsim_process *p)
+{
+	unsigned int i;
+
+	for (i = 0; i < p->n_pdds; i++)
+		kfdsim_cp_kick(p->pdds[i].dev);
+}
+
+int kfdsim_cp_start(struct kfdsim_dev *dev)
+{
+	struct task_struct *t;
+
+	t = kthread_run(kfdsim_cp_thread, dev, "kfdsim_cp/%u", dev->index);
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	dev->cp_thread = t;
+	return 0;
+}
+
+void kfdsim_cp_stop(struct kfdsim_dev *dev)
+{
+	kthread_stop(dev->cp_thread);
+	dev->cp_thread = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* queues                                                               */
+
+static void kfdsim_queue_release(struct kref *ref)
+{
+	kfree(container_of(ref, struct kfdsim_queue, ref));
+}
+
+void kfdsim_queue_put(struct kfdsim_queue *q)
+{
+	kref_put(&q->ref, kfdsim_queue_release);
+}
+
+struct kfdsim_queue *kfdsim_queue_alloc(struct kfdsim_pdd *pdd)
+{
+	struct kfdsim_queue *q;
+
+	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	if (!q)
+		return NULL;
+	kref_init(&q->ref);
+	INIT_LIST_HEAD(&q->pnode);
+	INIT_LIST_HEAD(&q->dnode);
+	q->p = pdd->p;
+	q->pdd = pdd;
+	return q;
+}
+
+/* Make @q (ids already chosen and free) visible to its process and CP. */
+void kfdsim_queue_attach(struct kfdsim_queue *q)
+{
+	struct kfdsim_dev *dev = q->pdd->dev;
+
+	lockdep_assert_held(&q->p->mutex);
+	set_bit(q->queue_id, q->p->qids);
+	set_bit(q->doorbell_id, q->pdd->doorbell_ids);
+	list_add_tail(&q->pnode, &q->p->queues);
+	spin_lock(&dev->queue_lock);
+	list_add_tail(&q->dnode, &dev->queues);
+	dev->nr_queues++;
+	spin_unlock(&dev->queue_lock);
+	kfdsim_cp_kick(dev);
+}
+
+void kfdsim_queue_destroy(struct kfdsim_queue *q)
+{
+	struct kfdsim_dev *dev = q->pdd->dev;
+
+	lockdep_assert_held(&q->p->mutex);
+	q->dead = true;
+	list_del(&q->pnode);
+	clear_bit(q->queue_id, q->p->qids);
+	clear_bit(q->doorbell_id, q->pdd->doorbell_ids);
+	spin_lock(&dev->queue_lock);
+	list_del(&q->dnode);
+	dev->nr_queues--;
+	spin_unlock(&dev->queue_lock);
+	kfdsim_queue_put(q);
+}
+
+static struct kfdsim_queue *kfdsim_queue_by_id(struct kfdsim_process *p, u32 qid)
+{
+	struct kfdsim_queue *q;
+
+	list_for_each_entry(q, &p->queues, pnode)
+		if (q->queue_id == qid)
+			return q;
+	return NULL;
+}
+
+static bool kfdsim_user_ok(u64 addr, size_t size)
+{
+	return access_ok(u64_to_user_ptr(addr), size);
+}
+
+int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
+{
+	struct kfd_ioctl_create_queue_args *args = data;
+	struct kfdsim_pdd *pdd;
+	struct kfdsim_queue *q;
+	u32 qid, dbid;
+	int ret;
+
+	/* amdkfd's set_queue_properties_from_user() checks */
+	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
+	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
+		return -EINVAL;
+	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
+		return -EFAULT;
+	if (!is_power_of_2(args->ring_size) && args->ring_size)
+		return -EINVAL;
+	if (!kfdsim_user_ok(args->read_pointer_address, sizeof(u32)) ||
+	    !kfdsim_user_ok(args->write_pointer_address, sizeof(u32)))
+		return -EFAULT;
+	if (args->eop_buffer_address && !kfdsim_user_ok(args->eop_buffer_address, sizeof(u32)))
+		return -EFAULT;
+	if (args->ctx_save_restore_address &&
+	    !kfdsim_user_ok(args->ctx_save_restore_address, sizeof(u32)))
+		return -EFAULT;
+	if (args->queue_type > KFD_IOC_QUEUE_TYPE_SDMA_XGMI)
+		return -EINVAL;
+
+	mutex_lock(&p->mutex);
+	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
+	if (!pdd) {
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	if (!pdd->drm_priv) {
+		ret = -ESRCH;
+		goto out_unlock;
+	}
+	qid = find_first_zero_bit(p->qids, KFDSIM_MAX_QUEUES);
+	dbid = find_first_zero_bit(pdd->doorbell_ids, KFDSIM_MAX_QUEUES);
+	if (qid >= KFDSIM_MAX_QUEUES || dbid >= KFDSIM_MAX_QUEUES) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	q = kfdsim_queue_alloc(pdd);
+	if (!q) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	q->queue_id = qid;
+	q->doorbell_id = dbid;
+	q->type = args->queue_type;
+	q->priority = args->queue_priority;
+	q->percent = args->queue_percentage;
+	q->ring_base = args->ring_base_address;
+	q->ring_size = args->ring_size;
+	q->wptr_addr = args->write_pointer_address;
+	q->rptr_addr = args->read_pointer_address;
+	q->eop_addr = args->eop_buffer_address;
+	q->eop_size = args->eop_buffer_size;
+	q->ctx_addr = args->ctx_save_restore_address;
+	q->ctx_size = args->ctx_save_restore_size;
+	q->ctl_stack_size = args->ctl_stack_size;
+	WRITE_ONCE(*kfdsim_doorbell_slot(pdd, dbid), 0);
+	kfdsim_queue_attach(q);
+
+	args->queue_id = qid;
+	args->doorbell_offset = KFDSIM_MMAP_TYPE_DOORBELL |
+				KFDSIM_MMAP_GPU_ID(args->gpu_id) | ((u64)dbid * 8);
+	ret = 0;
+out_unlock:
+	mutex_unlock(&p->mutex);
+	return ret;
+}
+
+int kfdsim_ioctl_destroy_queue(struct kfdsim_process *p, void *data)
+{
+	struct kfd_ioctl_destroy_queue_args *args = data;
+	struct kfdsim_queue *q;
+	int ret = 0;
+
+	mutex_lock(&p->mutex);
+	q = kfdsim_queue_by_id(p, args->queue_id);
+	if (q)
+		kfdsim_queue_destroy(q);
+	else
+		ret = -EINVAL;
+	mutex_unlock(&p->mutex);
+	return ret;
+}
+
+int kfdsim_ioctl_update_queue(struct kfdsim_process *p, void *data)
+{
+	struct kfd_ioctl_update_queue_args *args = data;
+	struct kfdsim_queue *q;
+	int ret = 0;
+
+	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
+	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
+		return -EINVAL;
+	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
+		return -EFAULT;
+	if (!is_power_of_2(args->ring_size) && args->ring_size)
+		return -EINVAL;
+
+	mutex_lock(&p->mutex);
+	q = kfdsim_queue_by_id(p, args->queue_id);
+	if (q) {
+		q->ring_base = args->ring_base_address;
+		q->ring_size = args->ring_size;
+		q->percent = args->queue_percentage;
+		q->priority = args->queue_priority;
+		kfdsim_cp_kick(q->pdd->dev);
+	} else {
+		ret = -EFAULT;	/* as amdkfd's pqm_update_queue_properties() */
+	}
+	mutex_unlock(&p->mutex);
+	return ret;
+}
+
+int kfdsim_ioctl_set_cu_mask(struct kfdsim_process *p, void *data)
+{
+	struct kfd_ioctl_set_cu_mask_args *args = data;
+	u32 first;
+	int ret = 0;
+
+	if (!args->num_cu_mask || args->num_cu_mask % 32)
+		return -EINVAL;
+	if (copy_from_user(&first, u64_to_user_ptr(args->cu_mask_ptr), sizeof(first)))
+		return -EFAULT;
+
+	mutex_lock(&p->mutex);
+	if (!kfdsim_queue_by_id(p, args->queue_id))
+		ret = -EFAULT;
+	mutex_unlock(&p->mutex);
+	return ret;
+}
