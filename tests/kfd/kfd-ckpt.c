@@ -667,6 +667,20 @@ out:
 	return failures ? 1 : 0;
 }
 
+static int count_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (!dir)
+		return -1;
+	while ((de = readdir(dir)))
+		n += de->d_name[0] != '.';
+	closedir(dir);
+	return n;
+}
+
 static int try_restore(const char *c, const char *dir, const char *gpus)
 {
 	struct kfd_criu_device_bucket devs[KFDTEST_MAX_GPUS + 1];
@@ -676,9 +690,8 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 	struct kfdtest_restored rs;
 	struct kfdtest_image img;
 	struct kfdtest_dev d;
-	int nids = 0, ntopo, i, j;
+	int nids = 0, ntopo, nfds, i, j;
 	char *priv = NULL;
-	bool retry = true;
 
 	if (kfdtest_image_read(dir, &img))
 		return 1;
@@ -705,6 +718,7 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 			j = -1;
 		}
 
+	nfds = count_fds();
 	if (!strcmp(c, "restore-unknown-gpu")) {
 		devs[0].actual_gpu_id = unused;
 		expect_fail("CRIU_OP RESTORE onto an unknown actual gpu_id", criu_op(d.kfd_fd, &a, NULL));
@@ -735,13 +749,23 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 	} else if (!strcmp(c, "restore-bad-pointer")) {
 		a.priv_data = 8;
 		expect_fail("CRIU_OP RESTORE with a bad priv_data pointer", criu_op(d.kfd_fd, &a, NULL));
-	} else if (!strcmp(c, "restore-valid")) {
-		retry = true;
-	} else {
+	} else if (strcmp(c, "restore-valid")) {
 		ERR("try: unknown case \"%s\"", c);
 		return 1;
 	}
-	if (retry) {
+	if (strcmp(c, "restore-valid")) {
+		if (count_fds() != nfds) {
+			printf("the failed RESTORE left %d new fds in the caller\n", count_fds() - nfds);
+			failures++;
+		}
+		for (i = 0; i < (int)img.hdr.num_bos; i++)
+			if (bos[i].dmabuf_fd != KFD_INVALID_FD) {
+				printf("the failed RESTORE returned dma-buf fd %u\n", bos[i].dmabuf_fd);
+				failures++;
+				break;
+			}
+	}
+	{
 		/* nothing changed: the real RESTORE still works in this process */
 		if (kfdtest_restore_args(&d, &img, &a, devs, bos, gpus ? ids : NULL, nids))
 			return 1;

@@ -47,7 +47,7 @@
 
 #define WL_MAGIC	0x64616f6c6b726f57ULL	/* "Workload" */
 #define WL_MAX_GPUS	8
-#define WL_MAX_BOS	64
+#define WL_MAX_BOS	48
 #define WL_MAX_ITERS	10000
 #define WL_RING		256			/* packets per queue */
 #define WL_INIT_PKTS	3
@@ -61,6 +61,8 @@ struct wl_bo {
 	uint64_t handle;
 	uint32_t gpu_id;
 	uint32_t mem;
+	uint32_t nmap;				/* mapped on map_ids[0..nmap) */
+	uint32_t map_ids[WL_MAX_GPUS];
 };
 
 /* the state page: the first BO, at KFDTEST_ARENA_BASE */
@@ -333,8 +335,10 @@ static int alloc_bo(struct wl *wl, uint32_t gpu_id, enum kfdtest_mem mem, uint64
 	}
 	if (!st)	/* the state page itself */
 		st = wl->st = kfdtest_ptr(bo.va);
-	st->bos[st->nbos++] = (struct wl_bo){ .va = bo.va, .size = bo.size,
-		.handle = bo.handle, .gpu_id = gpu_id, .mem = mem };
+	st->bos[st->nbos] = (struct wl_bo){ .va = bo.va, .size = bo.size,
+		.handle = bo.handle, .gpu_id = gpu_id, .mem = mem, .nmap = nmap };
+	memcpy(st->bos[st->nbos].map_ids, map_ids, nmap * sizeof(*map_ids));
+	st->nbos++;
 	*va = bo.va;
 	return 0;
 }
@@ -523,9 +527,11 @@ static int restore(struct wl *wl, const char *dir)
 static int teardown(struct wl *wl)
 {
 	struct wl_state *st = wl->st;
+	struct wl_bo bos[WL_MAX_BOS];
+	uint64_t events_va;
 	struct kfdtest_bo bo;
+	uint32_t g, nbos;
 	int ret = 0, r;
-	uint32_t g;
 
 	for (g = 0; g < st->p.ngpus; g++) {
 		wl->q[g].queue_id = st->queue_ids[g];
@@ -536,18 +542,24 @@ static int teardown(struct wl *wl)
 		r = kfdtest_event_destroy(&wl->dev, st->event_ids[g]);
 		ret = ret ? ret : r;
 	}
-	while (st->nbos > 1) {
-		struct wl_bo *b = &st->bos[--st->nbos];
+	/*
+	 * Unmap, then free, as libhsakmt does (KFD refuses to free a mapped
+	 * BO).  The events page cannot be freed while the process has
+	 * events; it goes with the process.  The state page goes last.
+	 */
+	nbos = st->nbos;
+	events_va = st->events_va;
+	memcpy(bos, st->bos, sizeof(bos));
+	wl->st = NULL;
+	while (nbos > 0) {
+		struct wl_bo *b = &bos[--nbos];
 
 		bo = (struct kfdtest_bo){ .va = b->va, .size = b->size, .handle = b->handle };
-		r = kfdtest_bo_free(&wl->dev, &bo);
+		r = b->nmap ? kfdtest_bo_unmap(&wl->dev, &bo, b->map_ids, b->nmap) : 0;
+		if (!r && b->va != events_va)
+			r = kfdtest_bo_free(&wl->dev, &bo);
 		ret = ret ? ret : r;
 	}
-	bo = (struct kfdtest_bo){ .va = st->bos[0].va, .size = st->bos[0].size,
-				  .handle = st->bos[0].handle };
-	wl->st = NULL;
-	r = kfdtest_bo_free(&wl->dev, &bo);
-	ret = ret ? ret : r;
 	kfdtest_close(&wl->dev);
 	return ret;
 }

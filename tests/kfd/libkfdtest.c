@@ -955,6 +955,8 @@ int kfdtest_restore_args(struct kfdtest_dev *d, const struct kfdtest_image *img,
 		devs[i].pad = 0;
 	}
 	memcpy(bos, img->bos, h->num_bos * sizeof(*bos));
+	for (i = 0; i < (int)h->num_bos; i++)
+		bos[i].dmabuf_fd = KFD_INVALID_FD;	/* an output of RESTORE */
 	memset(args, 0, sizeof(*args));
 	args->op = KFD_CRIU_OP_RESTORE;
 	args->devices = (uintptr_t)devs;
