@@ -761,6 +761,8 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		desc->image_id = ((uint64_t)ts.tv_sec << 32) ^ ts.tv_nsec ^ ((uint64_t)getpid() << 16);
 	}
+	desc->version_major = KFDCR_IMG_VERSION_MAJOR;
+	desc->version_minor = KFDCR_IMG_VERSION_MINOR;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	desc->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 	desc->priv_crc = kfdcr_crc32c(0, desc->priv_data, desc->priv_size);
@@ -1024,6 +1026,8 @@ static int parse_manifest(struct kfdcr_img *img, struct kfdcr_err *err)
 		BAD("%s: topology checksum mismatch", f);
 
 	d->pid = h.pid;
+	d->version_major = h.version_major;
+	d->version_minor = h.version_minor;
 	d->image_id = h.image_id;
 	d->created_ns = h.created_ns;
 	d->priv_data = buf + h.priv_off;

@@ -86,6 +86,8 @@ struct kfdcr_img_desc {
 	const void *topology;	/* kfdcr_topo_serialize() text, or NULL */
 	uint64_t topo_size;
 	/* set by the writer; read back by the reader */
+	uint16_t version_major;	/* format version of the manifest */
+	uint16_t version_minor;
 	uint64_t image_id;	/* random; ties data files to their manifest */
 	uint64_t created_ns;	/* CLOCK_REALTIME */
 	uint32_t priv_crc;
