@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * kfdcr CRIU plugin: shared declarations of its dump and restore halves.
+ */
+#ifndef KFDCR_PLUGIN_H
+#define KFDCR_PLUGIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kfdcr_image.h"
+
+/*
+ * CRIU's logger, exported by the criu binary.  Its header (criu-log.h)
+ * includes one criu does not install, so declare what we use; weak, so
+ * that the plugin's code also links into tools and tests without criu.
+ */
+void print_on_level(unsigned int loglevel, const char *format, ...)
+	__attribute__((weak, format(printf, 2, 3)));
+
+#define KFDCR_LOG_ERROR	1
+#define KFDCR_LOG_WARN	2
+#define KFDCR_LOG_INFO	3
+#define KFDCR_LOG_DEBUG	4
+
+void kfdcr_plugin_log(unsigned int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define LOG_PREFIX "kfdcr_plugin: "
+#define pr_err(fmt, ...)   kfdcr_plugin_log(KFDCR_LOG_ERROR, LOG_PREFIX "Error: " fmt, ##__VA_ARGS__)
+#define pr_warn(fmt, ...)  kfdcr_plugin_log(KFDCR_LOG_WARN, LOG_PREFIX "Warning: " fmt, ##__VA_ARGS__)
+#define pr_info(fmt, ...)  kfdcr_plugin_log(KFDCR_LOG_INFO, LOG_PREFIX fmt, ##__VA_ARGS__)
+#define pr_debug(fmt, ...) kfdcr_plugin_log(KFDCR_LOG_DEBUG, LOG_PREFIX fmt, ##__VA_ARGS__)
+
+/* Image names inside CRIU's image folder; %d is CRIU's file id. */
+#define KFDCR_KFD_IMG	"kfdcr-kfd-%d"
+#define KFDCR_RENDER_IMG "kfdcr-render-%d.img"
+
+/*
+ * The plugin wraps KFD's opaque priv_data in a small header of its own
+ * (stored, like priv_data, under the image's CRC): what RESTORE needs
+ * that the engine's descriptor does not carry.
+ */
+#define KFDCR_PRIV_MAGIC	0x5652504b43444b46ULL	/* "FKDCKPRV" */
+#define KFDCR_PRIV_VERSION	1
+
+struct kfdcr_priv_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t num_objects;		/* for RESTORE */
+	uint32_t num_devices;
+	uint32_t num_bos;
+	uint64_t kfd_priv_size;		/* bytes of KFD priv_data that follow */
+	uint32_t actual_gpu_ids[64];	/* at dump, per image GPU (may differ from user ids) */
+};
+
+#define KFDCR_MAX_GPUS	64
+
+/* Open /dev/kfd and check that it speaks the CRIU ioctls (>= 1.8). */
+int kfdcr_open_kfd(void);
+
+/* The KFD ioctl, retried on EINTR/EAGAIN; returns 0 or -errno. */
+int kfdcr_kfd_ioctl(int fd, unsigned long request, void *arg);
+
+/* dump.c */
+int kfdcr_dump_kfd(int fd, int id);
+int kfdcr_dump_render(int fd, int id, unsigned int minor);
+void kfdcr_dump_fini(int ret);
+
+/* restore.c */
+int kfdcr_restore_file(int id);
+int kfdcr_update_vma_map(const char *path, uint64_t addr, uint64_t old_pgoff,
+			 uint64_t *new_pgoff, int *plugin_fd);
+int kfdcr_resume_late(int pid);
+
+/* Is this character device ours: /dev/kfd or a KFD GPU's render node? */
+bool kfdcr_is_kfd_dev(dev_t rdev);
+bool kfdcr_is_render_dev(dev_t rdev, unsigned int *minor);
+
+/* Options common to both halves, from the environment. */
+void kfdcr_img_opts_from_env(struct kfdcr_img_opts *o);
+
+#endif
