@@ -39,7 +39,7 @@ struct bench {
 	unsigned int gpus;
 	uint64_t gpu_bytes;
 	size_t cap;
-	bool buffered, zstd, can_drop;
+	bool buffered, zstd, can_drop, read_buffered;
 	unsigned int repeat;
 	unsigned char *pattern;
 	unsigned char *scratch[64];	/* restore targets: one window per GPU */
@@ -194,7 +194,15 @@ static long rss_mark(void)
 	return status_kb("VmRSS:");
 }
 
-static double run_dd(struct bench *b, bool do_write, uint64_t bytes)
+static double cpu_s(int who)
+{
+	struct rusage ru;
+
+	getrusage(who, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static double run_dd(struct bench *b, bool do_write, uint64_t bytes, double *cpu)
 {
 	char cmd[1024];
 	double t0;
@@ -206,19 +214,23 @@ static double run_dd(struct bench *b, bool do_write, uint64_t bytes)
 	else
 		snprintf(cmd, sizeof(cmd), "dd if='%s/dd.tmp' of=/dev/null bs=1M status=none", b->dir);
 	drop_caches(b);
+	*cpu = cpu_s(RUSAGE_CHILDREN);
 	t0 = now_s();
 	rc = system(cmd);
 	if (rc != 0) {
 		fprintf(stderr, "image-bench: '%s' failed (%d)\n", cmd, rc);
 		exit(1);
 	}
-	return now_s() - t0;
+	t0 = now_s() - t0;
+	*cpu = cpu_s(RUSAGE_CHILDREN) - *cpu;
+	return t0;
 }
 
-static double run_engine(struct bench *b, bool do_write, long *rss_growth_kb, size_t *bufs)
+static double run_engine(struct bench *b, bool do_write, long *rss_growth_kb, size_t *bufs, double *cpu)
 {
 	struct kfdcr_img_opts o = { .buffer_bytes = b->cap,
 				    .write_io = b->buffered ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO,
+				    .read_io = b->read_buffered ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO,
 				    .compression = b->zstd ? KFDCR_IMG_COMP_ZSTD : KFDCR_IMG_COMP_NONE };
 	struct kfdcr_img_source src = { .read = src_read, .arg = b };
 	struct kfdcr_img_sink sink = { .write = sink_write, .arg = b };
@@ -231,6 +243,7 @@ static double run_engine(struct bench *b, bool do_write, long *rss_growth_kb, si
 
 	drop_caches(b);
 	base = rss_mark();
+	*cpu = cpu_s(RUSAGE_SELF);
 	t0 = now_s();
 	if (do_write) {
 		ret = kfdcr_img_write(b->dirfd, "bench", &b->desc, &src, &o, &st, &err);
@@ -242,6 +255,7 @@ static double run_engine(struct bench *b, bool do_write, long *rss_growth_kb, si
 		}
 	}
 	t = now_s() - t0;
+	*cpu = cpu_s(RUSAGE_SELF) - *cpu;
 	if (ret) {
 		fprintf(stderr, "image-bench: %s: %s\n", do_write ? "write" : "read", err.msg);
 		exit(1);
@@ -268,6 +282,7 @@ static void run_pattern(struct bench *b, const char *name, bool mixed)
 {
 	uint64_t bytes = b->gpus * b->gpu_bytes;
 	double ew[16], dw[16], er[16], dr[16], e, d;
+	double cew[16], cdw[16], cer[16], cdr[16];
 	long growth, max_growth = 0;
 	size_t bufs = 0;
 	struct stat st;
@@ -277,17 +292,17 @@ static void run_pattern(struct bench *b, const char *name, bool mixed)
 	for (unsigned int r = 0; r < b->repeat; r++) {
 		/* Alternate the order so neither side always goes first. */
 		if (r % 2)
-			dw[r] = run_dd(b, true, bytes);
-		ew[r] = run_engine(b, true, &growth, &bufs);
+			dw[r] = run_dd(b, true, bytes, &cdw[r]);
+		ew[r] = run_engine(b, true, &growth, &bufs, &cew[r]);
 		max_growth = growth > max_growth ? growth : max_growth;
 		if (!(r % 2))
-			dw[r] = run_dd(b, true, bytes);
+			dw[r] = run_dd(b, true, bytes, &cdw[r]);
 		if (r % 2)
-			dr[r] = run_dd(b, false, bytes);
-		er[r] = run_engine(b, false, &growth, &bufs);
+			dr[r] = run_dd(b, false, bytes, &cdr[r]);
+		er[r] = run_engine(b, false, &growth, &bufs, &cer[r]);
 		max_growth = growth > max_growth ? growth : max_growth;
 		if (!(r % 2))
-			dr[r] = run_dd(b, false, bytes);
+			dr[r] = run_dd(b, false, bytes, &cdr[r]);
 		unlinkat(b->dirfd, "dd.tmp", 0);
 	}
 	for (unsigned int g = 0; g < b->gpus; g++)
@@ -296,14 +311,15 @@ static void run_pattern(struct bench *b, const char *name, bool mixed)
 
 	e = median(ew, b->repeat);
 	d = median(dw, b->repeat);
-	printf("%-7s checkpoint  %6.2f GB/s  dd write %6.2f GB/s  ratio %5.2f  (stored %.0f%% of %" PRIu64 " MiB)\n",
-	       name, bytes / e / 1e9, bytes / d / 1e9, d / e, 100.0 * stored / bytes, bytes >> 20);
+	printf("%-7s checkpoint  %6.2f GB/s  dd write %6.2f GB/s  ratio %5.2f  CPU %5.2f s vs dd %5.2f s  (stored %.0f%% of %" PRIu64 " MiB)\n",
+	       name, bytes / e / 1e9, bytes / d / 1e9, d / e, median(cew, b->repeat), median(cdw, b->repeat),
+	       100.0 * stored / bytes, bytes >> 20);
 	if (d / e < b->worst_ratio)
 		b->worst_ratio = d / e;
 	e = median(er, b->repeat);
 	d = median(dr, b->repeat);
-	printf("%-7s restore     %6.2f GB/s  dd read  %6.2f GB/s  ratio %5.2f\n",
-	       name, bytes / e / 1e9, bytes / d / 1e9, d / e);
+	printf("%-7s restore     %6.2f GB/s  dd read  %6.2f GB/s  ratio %5.2f  CPU %5.2f s vs dd %5.2f s\n",
+	       name, bytes / e / 1e9, bytes / d / 1e9, d / e, median(cer, b->repeat), median(cdr, b->repeat));
 	if (d / e < b->worst_ratio)
 		b->worst_ratio = d / e;
 	printf("%-7s peak RSS added by the engine: %.1f MiB (buffer cap %zu MiB, buffers %.1f MiB)\n",
@@ -335,7 +351,7 @@ static const char *fs_name(long type)
 static void usage(void)
 {
 	fputs("usage: image-bench [--dir DIR] [--gpus N] [--gpu-mb MiB] [--buffer-mb MiB]\n"
-	      "                   [--repeat N] [--pattern mixed|random|both] [--buffered] [--zstd]\n", stderr);
+	      "                   [--repeat N] [--pattern mixed|random|both] [--buffered] [--read-buffered] [--zstd]\n", stderr);
 	exit(2);
 }
 
@@ -349,6 +365,7 @@ int main(int argc, char **argv)
 		{ "repeat", required_argument, NULL, 'r' },
 		{ "pattern", required_argument, NULL, 'p' },
 		{ "buffered", no_argument, NULL, 'B' },
+		{ "read-buffered", no_argument, NULL, 'R' },
 		{ "zstd", no_argument, NULL, 'z' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -369,6 +386,7 @@ int main(int argc, char **argv)
 		case 'r': b.repeat = atoi(optarg); break;
 		case 'p': pattern = optarg; break;
 		case 'B': b.buffered = true; break;
+		case 'R': b.read_buffered = true; break;
 		case 'z': b.zstd = true; break;
 		default: usage();
 		}
@@ -396,9 +414,9 @@ int main(int argc, char **argv)
 	make_bos(&b);
 	drop_caches(&b);
 	statfs(b.dir, &sfs);
-	printf("image-bench: %u GPUs x %" PRIu64 " MiB in %u BOs, buffer cap %zu MiB, %s, %s, writes %s\n",
+	printf("image-bench: %u GPUs x %" PRIu64 " MiB in %u BOs, buffer cap %zu MiB, %s, writes %s + fsync (dd conv=fsync), reads %s\n",
 	       b.gpus, b.gpu_bytes >> 20, b.nbos, b.cap >> 20, b.zstd ? "zstd" : "no compression",
-	       b.buffered ? "buffered" : "O_DIRECT where possible", "fsync'd (dd conv=fsync)");
+	       b.buffered ? "buffered" : "O_DIRECT where possible", b.read_buffered ? "read()" : "mmap");
 	printf("image-bench: directory %s (%s); page cache %s before every phase; median of %u run(s)\n",
 	       b.dir, fs_name(sfs.f_type), b.can_drop ? "dropped" : "NOT dropped (not root)", b.repeat);
 	fflush(stdout);

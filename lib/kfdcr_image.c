@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1149,6 +1150,7 @@ struct rworker {
 	const struct kfdcr_img_sink *sink;
 	atomic_bool *abort;
 	size_t cap;		/* this worker's share of the buffer cap */
+	uint32_t read_io;	/* enum kfdcr_img_io: AUTO mmap, BUFFERED read() */
 	size_t allocated;
 	uint64_t bytes_read;
 	int ret;
@@ -1156,9 +1158,17 @@ struct rworker {
 
 	const char *name;
 	int fd;
-	unsigned char *buf;	/* read window [start, end) */
+	const unsigned char *cur;	/* the byte at @pos */
+	uint64_t pos;		/* file offset being parsed */
+	uint64_t file_size;
+	/* read() mode: a buffer holding file bytes [pos, pos + end - start) */
+	unsigned char *buf;
 	size_t size, start, end;
-	uint64_t pos;		/* file offset of buf[start] */
+	/* mmap mode: file bytes [map_off, map_off + map_len) are mapped */
+	bool use_mmap;
+	unsigned char *map;
+	size_t map_len;
+	uint64_t map_off;
 	uint64_t advised;	/* readahead requested up to here */
 	unsigned char *dbuf;	/* zstd output */
 #ifdef HAVE_ZSTD
@@ -1166,9 +1176,59 @@ struct rworker {
 #endif
 };
 
-/* Make @n bytes available at buf[start]. */
+/*
+ * mmap mode: map a window of the file that holds [pos, pos + @n).  No copy
+ * at all: checksums and the sink read the page cache directly, which
+ * leaves the CPU to the sink's own copy (restore's only unavoidable one).
+ */
+static int rneed_map(struct rworker *w, size_t n, const char *what)
+{
+	uint64_t off, old_end = w->map ? w->map_off + w->map_len : 0;
+	size_t len;
+
+	if (w->map && w->pos >= w->map_off && w->pos + n <= w->map_off + w->map_len) {
+		w->cur = w->map + (w->pos - w->map_off);
+		return 0;
+	}
+	if (w->pos + n > w->file_size) {
+		set_err(&w->err, "%s: truncated: file ends inside %s at offset %" PRIu64,
+			w->name, what, w->pos);
+		return -EBADMSG;
+	}
+	if (w->map)
+		munmap(w->map, w->map_len);
+	w->map = NULL;
+	off = w->pos & ~(uint64_t)(PAGE - 1);
+	len = w->size;
+	if (len < w->pos + n - off)
+		len = w->pos + n - off;
+	if (len > w->file_size - off)
+		len = w->file_size - off;
+	w->map = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, w->fd, off);
+	if (w->map == MAP_FAILED) {
+		int e = errno;
+
+		w->map = NULL;
+		set_err(&w->err, "%s: mmap at offset %" PRIu64 ": %s", w->name, off, strerror(e));
+		return -e;
+	}
+	w->map_off = off;
+	w->map_len = len;
+	if (off + len > old_end)
+		w->bytes_read += off + len - (old_end > off ? old_end : off);
+	/* As in read mode: have the next window on its way while this one is used. */
+	if (off + len < w->file_size)
+		posix_fadvise(w->fd, off + len, w->size, POSIX_FADV_WILLNEED);
+	w->cur = w->map + (w->pos - off);
+	return 0;
+}
+
+/* Make @n bytes from @pos on available at w->cur. */
 static int rneed(struct rworker *w, size_t n, const char *what)
 {
+	if (w->use_mmap)
+		return rneed_map(w, n, what);
+	w->cur = w->buf + w->start;
 	if (w->end - w->start >= n)
 		return 0;
 	if (n > w->size) {
@@ -1211,6 +1271,7 @@ static int rneed(struct rworker *w, size_t n, const char *what)
 		posix_fadvise(w->fd, from, w->size, POSIX_FADV_WILLNEED);
 		w->advised = from + w->size;
 	}
+	w->cur = w->buf + w->start;
 	return 0;
 }
 
@@ -1218,6 +1279,7 @@ static void rconsume(struct rworker *w, size_t n)
 {
 	w->start += n;
 	w->pos += n;
+	w->cur += n;
 }
 
 static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img_bo *bo,
@@ -1235,7 +1297,7 @@ static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img
 	ret = rneed(w, sizeof(ch), "a chunk header");
 	if (ret)
 		return ret;
-	memcpy(&ch, w->buf + w->start, sizeof(ch));
+	memcpy(&ch, w->cur, sizeof(ch));
 	if (ch.magic != CHUNK_MAGIC) {
 		set_err(&w->err, "%s: bad chunk magic at offset %" PRIu64 " (BO %u)", w->name, at, bi);
 		return -EBADMSG;
@@ -1256,13 +1318,13 @@ static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img
 	if (ret)
 		return ret;
 	crc = crc_with_zeroed_field(&ch, sizeof(ch), offsetof(struct disk_chunk, crc));
-	crc = kfdcr_crc32c(crc, w->buf + w->start + sizeof(ch), total - sizeof(ch));
+	crc = kfdcr_crc32c(crc, w->cur + sizeof(ch), total - sizeof(ch));
 	if (crc != ch.crc) {
 		set_err(&w->err, "%s: checksum mismatch in chunk at offset %" PRIu64 " (BO %u handle %#" PRIx64 ", bytes %" PRIu64 "-%" PRIu64 ")",
 			w->name, at, bi, bo->handle, covered, covered + ch.slice_len);
 		return -EBADMSG;
 	}
-	ext = (const struct disk_extent *)(w->buf + w->start + sizeof(ch));
+	ext = (const struct disk_extent *)(w->cur + sizeof(ch));
 	payload = (const unsigned char *)(ext + ch.num_extents);
 	for (unsigned int e = 0; e < ch.num_extents; e++) {
 		if (ext[e].off < off || ext[e].len == 0 || ext[e].len > ch.slice_len - ext[e].off) {
@@ -1358,11 +1420,13 @@ static int read_gpu(struct rworker *w)
 			(long long)st.st_size, gpu->data_size);
 		return -EBADMSG;
 	}
+	w->file_size = st.st_size;
 	posix_fadvise(w->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
 	/*
-	 * One read window that holds the largest valid chunk, plus the zstd
-	 * output; the window grows into whatever the cap leaves over.
+	 * One window (read buffer or mapping) that holds the largest valid
+	 * chunk, plus the zstd output; the window grows into whatever the cap
+	 * leaves over.
 	 */
 	need = max_chunk_size(gpu->slice_size, KFDCR_IMG_COMP_ZSTD) + sizeof(struct disk_trailer);
 	w->size = need;
@@ -1372,7 +1436,19 @@ static int read_gpu(struct rworker *w)
 	} else if (w->cap > need) {
 		w->size = w->cap;
 	}
-	w->buf = aligned_alloc(PAGE, (w->size + PAGE - 1) / PAGE * PAGE);
+	w->size = (w->size + PAGE - 1) / PAGE * PAGE;
+	w->use_mmap = w->read_io != KFDCR_IMG_IO_BUFFERED;
+	if (w->use_mmap) {
+		/* Some file systems cannot mmap: fall back to read(). */
+		void *probe = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, w->fd, 0);
+
+		if (probe == MAP_FAILED)
+			w->use_mmap = false;
+		else
+			munmap(probe, PAGE);
+	}
+	if (!w->use_mmap)
+		w->buf = aligned_alloc(PAGE, w->size);
 	if (gpu->compression == KFDCR_IMG_COMP_ZSTD) {
 		w->dbuf = malloc(gpu->slice_size);
 #ifdef HAVE_ZSTD
@@ -1381,7 +1457,7 @@ static int read_gpu(struct rworker *w)
 			w->dbuf = (free(w->dbuf), NULL);
 #endif
 	}
-	if (!w->buf || (gpu->compression == KFDCR_IMG_COMP_ZSTD && !w->dbuf)) {
+	if ((!w->use_mmap && !w->buf) || (gpu->compression == KFDCR_IMG_COMP_ZSTD && !w->dbuf)) {
 		set_err(&w->err, "out of memory");
 		return -ENOMEM;
 	}
@@ -1390,7 +1466,7 @@ static int read_gpu(struct rworker *w)
 	ret = rneed(w, sizeof(h), "the header");
 	if (ret)
 		return ret;
-	memcpy(&h, w->buf, sizeof(h));
+	memcpy(&h, w->cur, sizeof(h));
 	if (memcmp(h.magic, DATA_MAGIC, 8)) {
 		set_err(&w->err, "%s: not a kfdcr data file (bad magic)", w->name);
 		return -EBADMSG;
@@ -1459,7 +1535,7 @@ static int read_gpu(struct rworker *w)
 	ret = rneed(w, sizeof(t), "the trailer");
 	if (ret)
 		return ret;
-	memcpy(&t, w->buf + w->start, sizeof(t));
+	memcpy(&t, w->cur, sizeof(t));
 	if (memcmp(t.magic, END_MAGIC, 8) || t.trailer_crc != trailer_crc(&t) ||
 	    t.end_offset != w->pos || t.num_chunks != nchunks ||
 	    w->pos + sizeof(t) != gpu->data_size) {
@@ -1511,6 +1587,7 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 		ws[g].sink = sink;
 		ws[g].abort = &abort_flag;
 		ws[g].cap = cap / d->num_gpus;
+		ws[g].read_io = opts ? opts->read_io : KFDCR_IMG_IO_AUTO;
 		ws[g].fd = -1;
 	}
 	for (; started < d->num_gpus; started++) {
@@ -1551,6 +1628,8 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 	}
 	for (unsigned int g = 0; g < d->num_gpus; g++) {
 		xclose(ws[g].fd);
+		if (ws[g].map)
+			munmap(ws[g].map, ws[g].map_len);
 		free(ws[g].buf);
 		free(ws[g].dbuf);
 #ifdef HAVE_ZSTD

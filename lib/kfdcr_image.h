@@ -133,6 +133,7 @@ struct kfdcr_img_opts {
 	uint32_t compression;	/* enum kfdcr_img_compression */
 	int zstd_level;		/* 0 = 1 (fast) */
 	uint32_t write_io;	/* enum kfdcr_img_io */
+	uint32_t read_io;	/* AUTO: mmap windows (no copy), BUFFERED: read() */
 	bool no_fsync;		/* skip fsync (tests only: not crash-safe) */
 };
 

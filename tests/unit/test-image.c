@@ -184,18 +184,24 @@ static void write_image(struct fixture *f, const char *name, const struct kfdcr_
 	assert_true(st.nonzero_bytes < st.logical_bytes);
 }
 
+static void flip_bit(struct fixture *f, const char *file, off_t off);
+static void expect_bad(struct fixture *f, const char *name, const char *needle1, const char *needle2);
+static uint32_t read_io = KFDCR_IMG_IO_AUTO;	/* how read_image() reads */
+
 /* Read image @name back; returns the error and fills @err. */
 static int read_image(struct fixture *f, const char *name, bool verify_only, struct kfdcr_err *err)
 {
 	struct kfdcr_img_sink sink = { .write = mem_write, .zero = mem_zero, .arg = f };
+	struct kfdcr_img_opts o = small_opts;
 	struct kfdcr_img *img = NULL;
 	int ret;
 
+	o.read_io = read_io;
 	err->msg[0] = '\0';
 	ret = kfdcr_img_open(f->dirfd, name, &img, err);
 	if (ret)
 		return ret;
-	ret = kfdcr_img_read(img, verify_only ? NULL : &sink, &small_opts, NULL, err);
+	ret = kfdcr_img_read(img, verify_only ? NULL : &sink, &o, NULL, err);
 	kfdcr_img_close(img);
 	return ret;
 }
@@ -274,9 +280,19 @@ static void test_roundtrip_buffered(void **state)
 	struct kfdcr_err err;
 
 	write_image(f, "p1", &o);
+	/* Both read paths: mmap windows (default) and read() into a buffer. */
 	if (read_image(f, "p1", false, &err))
 		fail_msg("%s", err.msg);
 	assert_restored(f);
+	memset(f->out[4], 0xee, f->bos[4].size);
+	read_io = KFDCR_IMG_IO_BUFFERED;
+	if (read_image(f, "p1", false, &err))
+		fail_msg("read(): %s", err.msg);
+	assert_restored(f);
+	flip_bit(f, "p1-gpu0.data", 70000);
+	expect_bad(f, "p1", "p1-gpu0.data", "checksum mismatch");
+	read_io = KFDCR_IMG_IO_AUTO;
+	expect_bad(f, "p1", "p1-gpu0.data", "checksum mismatch");
 }
 
 static void test_roundtrip_zstd(void **state)
