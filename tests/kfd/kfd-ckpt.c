@@ -573,7 +573,7 @@ static int try_pid(const char *c, pid_t pid)
 	void *priv = NULL;
 	struct target t;
 	bool trace = strcmp(c, "nonowner") != 0;
-	uint32_t i;
+	uint32_t i, nslots = 0;
 
 	if (attach(&t, pid, trace))
 		return 1;
@@ -626,7 +626,8 @@ static int try_pid(const char *c, pid_t pid)
 		failures++;
 		goto unpause;
 	}
-	for (i = 0; i < a.num_bos + 2; i++)
+	nslots = a.num_bos + 2;
+	for (i = 0; i < nslots; i++)
 		bos[i].dmabuf_fd = KFD_INVALID_FD;
 	a.op = KFD_CRIU_OP_CHECKPOINT;
 	a.devices = (uintptr_t)devs;
@@ -652,7 +653,7 @@ static int try_pid(const char *c, pid_t pid)
 		failures++;
 	}
 	/* nothing leaked: no dma-buf fd may have reached us */
-	for (i = 0; i < a.num_bos + 2 && a.bos != 8; i++)
+	for (i = 0; i < nslots; i++)
 		if (bos[i].dmabuf_fd != KFD_INVALID_FD) {
 			printf("dma-buf fd %u installed by a failed CHECKPOINT\n", bos[i].dmabuf_fd);
 			failures++;

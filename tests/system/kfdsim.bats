@@ -43,6 +43,21 @@ gpu_count() {
 # log a command's output for failing tests
 log() { printf '# %s\n' "$@" >&3; }
 
+# Run kfd-ckpt, show its output (bats prints it when the test fails),
+# then require exit status 0.
+ckpt() {
+	run kfd-ckpt "$@"
+	printf '$ kfd-ckpt %s\n%s\n' "$*" "$output"
+	[ "$status" -eq 0 ]
+}
+
+# Run the workload in the foreground, show its output, require status 0.
+workload() {
+	run kfd-workload "$@"
+	printf '$ kfd-workload %s\n%s\n' "$*" "$output"
+	[ "$status" -eq 0 ]
+}
+
 result_of() { sed -n 's/^result: \(0x[0-9a-f]\{16\}\)$/\1/p' <<<"$1" | tail -n 1; }
 
 cpu_result() {
@@ -88,18 +103,25 @@ reap_killed() {
 @test "kfdsim workload: 2 GPUs compute the CPU result" {
 	local want
 	want=$(cpu_result --gpus 2 --iterations 8 --seed 7)
-	run -0 kfd-workload --gpus 2 --iterations 8 --seed 7
-	echo "$output"
+	workload --gpus 2 --iterations 8 --seed 7
 	[[ $output == *"ready: pid"* ]]
 	[[ $output == *"iteration 8/8 done"* ]]
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim workload: every GPU at once (barriers on more than 5 signals)" {
+	local want n
+	n=$(gpu_count)
+	[ "$n" -le 8 ] || n=8
+	want=$(cpu_result --gpus "$n" --iterations 6 --seed 21 --vram-mb 1)
+	workload --gpus "$n" --iterations 6 --seed 21 --vram-mb 1
 	[ "$(result_of "$output")" = "$want" ]
 }
 
 @test "kfdsim workload: 1 GPU with GTT rings and another seed" {
 	local want
 	want=$(cpu_result --gpus 1 --iterations 5 --seed 99 --vram-mb 1)
-	run -0 kfd-workload --gpus 1 --iterations 5 --seed 99 --vram-mb 1 --ring-mem gtt
-	echo "$output"
+	workload --gpus 1 --iterations 5 --seed 99 --vram-mb 1 --ring-mem gtt
 	[ "$(result_of "$output")" = "$want" ]
 }
 
@@ -112,15 +134,13 @@ reap_killed() {
 
 @test "kfdsim checkpoint: dump + kill, restore onto other gpu_ids gives the uninterrupted result" {
 	local want img=$BATS_TEST_TMPDIR/img
-	want=$(cpu_result --gpus 2 --iterations 30 --seed 3)
-	start_workload --gpus 2 --iterations 30 --seed 3
-	wait_for_line "iteration 2/30 done"
-	run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
-	echo "$output"
+	want=$(cpu_result --gpus 2 --iterations 200 --seed 3)
+	start_workload --gpus 2 --iterations 200 --seed 3
+	wait_for_line "iteration 5/200 done"
+	ckpt dump "$WL_PID" "$img" --kill
 	[[ $output == *"dumped pid $WL_PID"* ]]
 	reap_killed
-	run -0 kfd-ckpt restore "$img" --gpus rotate
-	echo "$output"
+	ckpt restore "$img" --gpus rotate
 	[[ $output == *"restored: pid"* ]]
 	[[ $output == *"resumed restored pid"* ]]
 	[ "$(result_of "$output")" = "$want" ]
@@ -132,34 +152,30 @@ reap_killed() {
 
 @test "kfdsim checkpoint: after UNPAUSE the original and a restored copy both finish with the result" {
 	local want img=$BATS_TEST_TMPDIR/img
-	want=$(cpu_result --gpus 2 --iterations 20 --seed 11)
-	start_workload --gpus 2 --iterations 20 --seed 11
-	wait_for_line "iteration 3/20 done"
-	run -0 kfd-ckpt dump "$WL_PID" "$img"
-	echo "$output"
+	want=$(cpu_result --gpus 2 --iterations 150 --seed 11)
+	start_workload --gpus 2 --iterations 150 --seed 11
+	wait_for_line "iteration 5/150 done"
+	ckpt dump "$WL_PID" "$img"
 	wait_workload
 	out=$(cat "$BATS_TEST_TMPDIR/wl.out")
 	echo "$out"
 	[ "$(result_of "$out")" = "$want" ]
-	run -0 kfd-ckpt restore "$img" --gpus rotate
-	echo "$output"
+	ckpt restore "$img" --gpus rotate
 	[ "$(result_of "$output")" = "$want" ]
 }
 
 @test "kfdsim checkpoint: stops at random moments, mid-dispatch included, restore exactly" {
 	local want img round delay inflight=0
-	want=$(cpu_result --gpus 2 --iterations 12 --seed 5 --vram-mb 6)
+	want=$(cpu_result --gpus 2 --iterations 60 --seed 5 --vram-mb 6)
 	for round in 1 2 3; do
 		img=$BATS_TEST_TMPDIR/img$round
-		start_workload --gpus 2 --iterations 12 --seed 5 --vram-mb 6
+		start_workload --gpus 2 --iterations 60 --seed 5 --vram-mb 6
 		wait_for_line "ready: pid"
-		delay=$(printf '0.%03d' $((RANDOM % 1000)))
+		delay=$(printf '%d.%03d' $((RANDOM % 2)) $((RANDOM % 1000)))
 		sleep "$delay"
-		run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
-		echo "round $round after ${delay}s: $output"
+		ckpt dump "$WL_PID" "$img" --kill
 		reap_killed
-		run -0 kfd-ckpt restore "$img" --gpus rotate
-		echo "$output"
+		ckpt restore "$img" --gpus rotate
 		[ "$(result_of "$output")" = "$want" ]
 		# packets were in flight when it stopped (rptr < wptr on a queue)
 		if grep -Eo 'rptr [0-9]+ wptr [0-9]+' <<<"$output" |
@@ -171,50 +187,62 @@ reap_killed() {
 	[ "$inflight" -ge 1 ]
 }
 
+@test "kfdsim checkpoint: a restored process is checkpointed and restored again" {
+	local want img1=$BATS_TEST_TMPDIR/img1 img2=$BATS_TEST_TMPDIR/img2 pid2
+	want=$(cpu_result --gpus 2 --iterations 200 --seed 8)
+	start_workload --gpus 2 --iterations 200 --seed 8 --ring-mem gtt
+	wait_for_line "iteration 5/200 done"
+	ckpt dump "$WL_PID" "$img1" --kill
+	reap_killed
+	# the restored copy runs in the background under kfd-ckpt restore
+	kfd-ckpt restore "$img1" --gpus rotate >"$BATS_TEST_TMPDIR/wl.out" 2>&1 3>&- &
+	WL_PID=$!
+	wait_for_line "restored: pid"
+	pid2=$(sed -n 's/.*restored: pid \([0-9]*\),.*/\1/p' "$BATS_TEST_TMPDIR/wl.out")
+	sleep 0.5
+	ckpt dump "$pid2" "$img2" --kill
+	reap_killed
+	ckpt restore "$img2" --gpus rotate
+	[ "$(result_of "$output")" = "$want" ]
+}
+
 @test "kfdsim permissions: non-owner ioctls fail with EBADF" {
-	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
-	sleep 1
-	run -0 kfd-ckpt try nonowner "$WL_PID"
-	echo "$output"
+	start_workload --gpus 2 --iterations 2000 --seed 1 --progress 0
+	wait_for_line "ready: pid"
+	ckpt try nonowner "$WL_PID"
 	[[ $output == *"GET_VERSION on another process's kfd fd: EBADF"* ]]
 	[[ $output == *"PROCESS_INFO on another process's kfd fd, not its tracer: EBADF"* ]]
-	run -0 kfd-ckpt try tracer-other-ioctl "$WL_PID"
-	echo "$output"
+	ckpt try tracer-other-ioctl "$WL_PID"
 	[[ $output == *"GET_VERSION on the tracee's kfd fd as its tracer: EBADF"* ]]
-	run -0 kfd-ckpt try fork-child
-	echo "$output"
+	ckpt try fork-child
 	[[ $output == *"forked child: EBADF"* ]]
 }
 
 @test "kfdsim permissions: CRIU_OP without CAP_CHECKPOINT_RESTORE fails with EACCES" {
-	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
-	sleep 1
-	run -0 kfd-ckpt try nocap "$WL_PID"
-	echo "$output"
+	start_workload --gpus 2 --iterations 2000 --seed 1 --progress 0
+	wait_for_line "ready: pid"
+	ckpt try nocap "$WL_PID"
 	[[ $output == *"without CAP_CHECKPOINT_RESTORE: EACCES"* ]]
 }
 
 @test "kfdsim checkpoint: CHECKPOINT or UNPAUSE without PROCESS_INFO fail with EINVAL" {
-	start_workload --gpus 2 --iterations 200 --seed 1 --progress 0
-	sleep 1
-	run -0 kfd-ckpt try ckpt-no-info "$WL_PID"
-	echo "$output"
+	start_workload --gpus 2 --iterations 2000 --seed 1 --progress 0
+	wait_for_line "ready: pid"
+	ckpt try ckpt-no-info "$WL_PID"
 	[[ $output == *"CHECKPOINT without PROCESS_INFO: EINVAL"* ]]
-	run -0 kfd-ckpt try unpause-no-info "$WL_PID"
-	echo "$output"
+	ckpt try unpause-no-info "$WL_PID"
 	[[ $output == *"UNPAUSE without PROCESS_INFO: EINVAL"* ]]
 }
 
 @test "kfdsim checkpoint: malformed CHECKPOINTs are rejected and change nothing" {
 	local want
-	want=$(cpu_result --gpus 2 --iterations 25 --seed 4)
-	start_workload --gpus 2 --iterations 25 --seed 4
-	wait_for_line "iteration 1/25 done"
+	want=$(cpu_result --gpus 2 --iterations 300 --seed 4)
+	start_workload --gpus 2 --iterations 300 --seed 4
+	wait_for_line "iteration 1/300 done"
 	local c
 	for c in ckpt-num-bos:EINVAL ckpt-num-devices:EINVAL ckpt-num-objects:EINVAL \
 		ckpt-priv-size:EINVAL ckpt-bad-pointer:EFAULT; do
-		run -0 kfd-ckpt try "${c%:*}" "$WL_PID"
-		echo "$output"
+		ckpt try "${c%:*}" "$WL_PID"
 		[[ $output == *"CHECKPOINT with "*": ${c#*:}"* ]]
 		[[ $output == *"UNPAUSE after the failure: ok"* ]]
 	done
@@ -226,15 +254,14 @@ reap_killed() {
 
 @test "kfdsim restore: malformed RESTOREs are rejected and change nothing" {
 	local img=$BATS_TEST_TMPDIR/img c
-	start_workload --gpus 2 --iterations 50 --seed 2
-	wait_for_line "iteration 1/50 done"
-	run -0 kfd-ckpt dump "$WL_PID" "$img" --kill
+	start_workload --gpus 2 --iterations 1000 --seed 2
+	wait_for_line "iteration 1/1000 done"
+	ckpt dump "$WL_PID" "$img" --kill
 	reap_killed
 	for c in restore-unknown-gpu:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
 		restore-num-bos:EINVAL restore-num-devices:EINVAL restore-num-objects:EINVAL \
 		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT; do
-		run -0 kfd-ckpt try "${c%:*}" "$img" --gpus rotate
-		echo "$output"
+		ckpt try "${c%:*}" "$img" --gpus rotate
 		[[ $output == *"RESTORE "*": ${c#*:}"* ]]
 		[[ $output == *"RESTORE of the unmodified image in the same process: ok"* ]]
 		[[ $output == *"mapping and filling the restored BOs: ok"* ]]
