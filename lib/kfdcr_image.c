@@ -1171,6 +1171,7 @@ struct rworker {
 	uint64_t map_off;
 	uint64_t advised;	/* readahead requested up to here */
 	unsigned char *dbuf;	/* zstd output */
+	struct disk_extent *ext;	/* the current chunk's extent list */
 #ifdef HAVE_ZSTD
 	ZSTD_DCtx *dctx;
 #endif
@@ -1324,8 +1325,10 @@ static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img
 			w->name, at, bi, bo->handle, covered, covered + ch.slice_len);
 		return -EBADMSG;
 	}
-	ext = (const struct disk_extent *)(w->cur + sizeof(ch));
-	payload = (const unsigned char *)(ext + ch.num_extents);
+	/* The list may sit at any alignment in the file: copy it out. */
+	memcpy(w->ext, w->cur + sizeof(ch), ch.num_extents * sizeof(struct disk_extent));
+	ext = w->ext;
+	payload = w->cur + sizeof(ch) + ch.num_extents * sizeof(struct disk_extent);
 	for (unsigned int e = 0; e < ch.num_extents; e++) {
 		if (ext[e].off < off || ext[e].len == 0 || ext[e].len > ch.slice_len - ext[e].off) {
 			set_err(&w->err, "%s: chunk at offset %" PRIu64 ": bad extent list", w->name, at);
@@ -1457,7 +1460,9 @@ static int read_gpu(struct rworker *w)
 			w->dbuf = (free(w->dbuf), NULL);
 #endif
 	}
-	if ((!w->use_mmap && !w->buf) || (gpu->compression == KFDCR_IMG_COMP_ZSTD && !w->dbuf)) {
+	w->ext = malloc((gpu->slice_size / PAGE / 2 + 1) * sizeof(struct disk_extent));
+	if ((!w->use_mmap && !w->buf) || !w->ext ||
+	    (gpu->compression == KFDCR_IMG_COMP_ZSTD && !w->dbuf)) {
 		set_err(&w->err, "out of memory");
 		return -ENOMEM;
 	}
@@ -1631,6 +1636,7 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 		if (ws[g].map)
 			munmap(ws[g].map, ws[g].map_len);
 		free(ws[g].buf);
+		free(ws[g].ext);
 		free(ws[g].dbuf);
 #ifdef HAVE_ZSTD
 		ZSTD_freeDCtx(ws[g].dctx);

@@ -280,7 +280,8 @@ static int list_numeric(const char *path, unsigned int **out, unsigned int *coun
 		free(v);
 		return ret;
 	}
-	qsort(v, n, sizeof(*v), cmp_uint);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_uint);
 	*out = v;
 	*count = n;
 	return 0;

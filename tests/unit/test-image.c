@@ -534,6 +534,63 @@ static void test_failed_write_keeps_old_image(void **state)
 	assert_restored(f);
 }
 
+/*
+ * Every byte of every file is under some checksum: a bit flipped anywhere,
+ * or a file cut anywhere, is reported as a bad image (never a crash, never
+ * a silent success).  Flips at a few hundred random positions, cuts at a
+ * hundred random lengths, each restored from a pristine copy.
+ */
+static void test_any_damage_detected(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const files[] = { "p1.img", "p1-gpu0.data", "p1-gpu1.data" };
+	unsigned char *orig[3];
+	off_t size[3];
+	struct kfdcr_err err;
+	unsigned int seed = 12345;
+
+	write_image(f, "p1", &small_opts);
+	for (int i = 0; i < 3; i++) {
+		int fd = openat(f->dirfd, files[i], O_RDONLY);
+
+		size[i] = file_size(f, files[i]);
+		orig[i] = malloc(size[i]);
+		assert_non_null(orig[i]);
+		assert_int_equal(pread(fd, orig[i], size[i], 0), size[i]);
+		close(fd);
+	}
+	for (int round = 0; round < 400; round++) {
+		int i = rand_r(&seed) % 3;
+		off_t at;
+		int ret;
+
+		if (round < 300) {
+			/* Small files get as many hits as big ones: pick offsets uniformly per file. */
+			at = rand_r(&seed) % size[i];
+			flip_bit(f, files[i], at);
+		} else {
+			char path[128];
+
+			at = rand_r(&seed) % size[i];
+			snprintf(path, sizeof(path), "%s/%s", f->dir, files[i]);
+			assert_int_equal(truncate(path, at), 0);
+		}
+		read_io = round % 2 ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO;
+		ret = read_image(f, "p1", round % 3 != 0, &err);
+		if (ret != -EBADMSG)
+			fail_msg("round %d: %s damaged at %lld: got %d (%s)", round, files[i],
+				 (long long)at, ret, err.msg);
+		if (!strstr(err.msg, files[i]))
+			fail_msg("round %d: error \"%s\" does not name %s", round, err.msg, files[i]);
+		patch(f, files[i], 0, orig[i], size[i]);
+	}
+	read_io = KFDCR_IMG_IO_AUTO;
+	for (int i = 0; i < 3; i++)
+		free(orig[i]);
+	assert_int_equal(read_image(f, "p1", false, &err), 0);
+	assert_restored(f);
+}
+
 static void test_cap_too_small(void **state)
 {
 	struct fixture *f = *state;
@@ -586,6 +643,7 @@ int main(void)
 		T(test_foreign_data_file),
 		T(test_missing_data_file),
 		T(test_failed_write_keeps_old_image),
+		T(test_any_damage_detected),
 		T(test_cap_too_small),
 		T(test_buffer_cap_env),
 		T(test_bad_names),
