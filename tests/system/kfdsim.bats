@@ -23,12 +23,16 @@ setup() {
 	[ "$(gpu_count)" -ge 2 ] || skip "kfdsim has fewer than 2 GPUs"
 	PATH=$KFD_BIN:$PATH
 	WL_PID=
+	CHUNK_DELAY_OLD=
 }
 
 teardown() {
 	if [ -n "${WL_PID:-}" ]; then
 		kill -9 "$WL_PID" 2>/dev/null || true
 		wait "$WL_PID" 2>/dev/null || true
+	fi
+	if [ -n "${CHUNK_DELAY_OLD:-}" ]; then
+		echo "$CHUNK_DELAY_OLD" >/sys/module/kfdsim/parameters/chunk_delay_us || true
 	fi
 }
 
@@ -160,13 +164,19 @@ reap_killed() {
 	out=$(cat "$BATS_TEST_TMPDIR/wl.out")
 	echo "$out"
 	[ "$(result_of "$out")" = "$want" ]
-	ckpt restore "$img" --gpus rotate
+	# the copy goes back onto the same GPUs (identity mapping)
+	ckpt restore "$img"
 	[ "$(result_of "$output")" = "$want" ]
 }
 
 @test "kfdsim checkpoint: stops at random moments, mid-dispatch included, restore exactly" {
 	local want img round delay inflight=0
 	want=$(cpu_result --gpus 2 --iterations 60 --seed 5 --vram-mb 6)
+	# slow the device down so that most stops land inside a dispatch
+	if [ -w /sys/module/kfdsim/parameters/chunk_delay_us ]; then
+		CHUNK_DELAY_OLD=$(cat /sys/module/kfdsim/parameters/chunk_delay_us)
+		echo 200 >/sys/module/kfdsim/parameters/chunk_delay_us
+	fi
 	for round in 1 2 3; do
 		img=$BATS_TEST_TMPDIR/img$round
 		start_workload --gpus 2 --iterations 60 --seed 5 --vram-mb 6
@@ -269,9 +279,21 @@ reap_killed() {
 }
 
 @test "kfdsim: no process, BO or module reference left behind" {
-	local refs
+	local refs others=() f
 	sleep 1
+	run ! pgrep -x kfd-workload
+	run ! pgrep -x kfd-ckpt
+	# open fds and mappings of /dev/kfd and the render nodes pin the module
+	for f in /proc/[0-9]*/maps; do
+		grep -qE '/dev/kfd|/dev/dri/renderD' "$f" 2>/dev/null && others+=("${f#/proc/}")
+	done
+	for f in /proc/[0-9]*/fd/*; do
+		case $(readlink "$f" 2>/dev/null) in
+		/dev/kfd | /dev/dri/renderD*) others+=("${f#/proc/}") ;;
+		esac
+	done
 	refs=$(awk '$1 == "kfdsim" { print $3 }' /proc/modules)
-	echo "kfdsim module references: $refs"
+	echo "kfdsim module references: $refs; other users: ${others[*]:-none}"
+	[ ${#others[@]} -gt 0 ] && skip "other processes use kfdsim: ${others[*]}"
 	[ "$refs" = 0 ]
 }
