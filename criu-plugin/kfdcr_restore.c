@@ -221,6 +221,7 @@ static int bo_write(void *arg, unsigned int bo_index, uint64_t off, const void *
 
 static int load_kfd_image(const char *name, struct kfdcr_img **img)
 {
+	struct kfdcr_img_stats stats = { 0 };
 	struct kfdcr_err err = { { 0 } };
 	struct kfdcr_img_opts opts;
 	int ret;
@@ -233,13 +234,16 @@ static int load_kfd_image(const char *name, struct kfdcr_img **img)
 	}
 	/* Every data file and checksum, before anything is restored. */
 	kfdcr_img_opts_from_env(&opts);
-	ret = kfdcr_img_read(*img, NULL, &opts, NULL, &err);
+	ret = kfdcr_img_read(*img, NULL, &opts, &stats, &err);
 	if (ret) {
 		pr_err("image %s is damaged, nothing restored: %s\n", name, err.msg);
 		kfdcr_img_close(*img);
 		*img = NULL;
+		return ret;
 	}
-	return ret;
+	pr_info("image %s verified: %llu bytes read in %.3f s\n", name,
+		(unsigned long long)stats.stored_bytes, stats.seconds);
+	return 0;
 }
 
 static int restore_kfd(const char *name, struct kfdcr_img *img)
