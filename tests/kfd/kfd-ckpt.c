@@ -771,9 +771,15 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 		return 1;
 	i = criu_op(d.kfd_fd, &a, NULL);
 	expect_ok("CRIU_OP RESTORE of the unmodified image in the same process", i);
-	if (!i)
+	if (!i) {
 		expect_ok("mapping and filling the restored BOs",
 			  kfdtest_restore_finish(&d, &img, bos, &rs));
+		/* a process is restored once: it is no longer fresh */
+		if (kfdtest_restore_args(&d, &img, &a, devs, bos, gpus ? ids : NULL, nids))
+			return 1;
+		expect_fail("a second CRIU_OP RESTORE into the restored process",
+			    criu_op(d.kfd_fd, &a, NULL));
+	}
 	free(bos);
 	free(priv);
 	kfdtest_image_free(&img);

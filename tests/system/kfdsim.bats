@@ -275,7 +275,16 @@ reap_killed() {
 		[[ $output == *"RESTORE "*": ${c#*:}"* ]]
 		[[ $output == *"RESTORE of the unmodified image in the same process: ok"* ]]
 		[[ $output == *"mapping and filling the restored BOs: ok"* ]]
+		[[ $output == *"a second CRIU_OP RESTORE into the restored process: EINVAL"* ]]
 	done
+}
+
+@test "kfdsim restore: RESUME of a process without KFD state fails with ESRCH" {
+	sleep 30 3>&- &
+	WL_PID=$!
+	run -1 kfd-ckpt resume "$WL_PID"
+	echo "$output"
+	[[ $output == *"RESUME pid $WL_PID"*"(ESRCH)"* ]]
 }
 
 @test "kfdsim: no process, BO or module reference left behind" {
