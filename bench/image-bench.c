@@ -348,6 +348,21 @@ static const char *fs_name(long type)
 	}
 }
 
+/* Other work on the machine skews both sides; say how much there was. */
+static void print_load(const char *when)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = '\0';
+	printf("image-bench: load average %s: %s (%ld CPUs)\n", when, buf, sysconf(_SC_NPROCESSORS_ONLN));
+}
+
 static void usage(void)
 {
 	fputs("usage: image-bench [--dir DIR] [--gpus N] [--gpu-mb MiB] [--buffer-mb MiB]\n"
@@ -419,6 +434,7 @@ int main(int argc, char **argv)
 	       b.buffered ? "buffered" : "O_DIRECT where possible", b.read_buffered ? "read()" : "mmap");
 	printf("image-bench: directory %s (%s); page cache %s before every phase; median of %u run(s)\n",
 	       b.dir, fs_name(sfs.f_type), b.can_drop ? "dropped" : "NOT dropped (not root)", b.repeat);
+	print_load("before");
 	fflush(stdout);
 
 	if (!strcmp(pattern, "mixed") || !strcmp(pattern, "both"))
@@ -426,6 +442,7 @@ int main(int argc, char **argv)
 	if (!strcmp(pattern, "random") || !strcmp(pattern, "both"))
 		run_pattern(&b, "random", false);
 
+	print_load("after");
 	getrusage(RUSAGE_SELF, &ru);
 	printf("image-bench: process peak RSS %.1f MiB (getrusage), of which %lu MiB test pattern and %lu MiB restore windows\n",
 	       ru.ru_maxrss / 1024.0, PAT_SIZE >> 20, (b.gpus * b.scratch_size) >> 20);
