@@ -157,7 +157,15 @@ int kfdcr_targets_parse(const char *s, struct kfdcr_targets *out, struct kfdcr_e
 
 /* ---- properties ---- */
 
-/* Keys whose values must be equal: they decide what code runs and how. */
+/*
+ * Keys whose values must be equal: they decide what code runs and how.
+ * Unlike upstream, io_links_count is not among them: it counts links to
+ * every GPU of the node, so it differs between an 8-GPU node and a 4-GPU
+ * one even when the job's 2 GPUs are alike; the links that matter, those
+ * between the job's GPUs and to their CPU nodes, are checked pairwise by
+ * the search instead.  Clocks, location, domain, unique_id, hive_id and
+ * drm_render_minor identify a device rather than describe it.
+ */
 static const char *const equal_keys[] = {
 	"gfx_target_version", "vendor_id", "device_id",
 	"simd_count", "array_count", "simd_arrays_per_engine", "cu_per_simd_array",
