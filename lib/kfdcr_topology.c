@@ -119,7 +119,10 @@ const struct kfdcr_topo_link *kfdcr_topo_link(const struct kfdcr_topo_node *from
 	return NULL;
 }
 
-/* Grow *@arr (of @size-byte elements) to hold @n + 1 elements. */
+/*
+ * Grow *@arr (of @size-byte elements, @n in use) to hold @n + 1.  The
+ * capacity is implied by @n: 4, then doubling at every power of two.
+ */
 static int grow(void *arr, unsigned int n, size_t size)
 {
 	void **p = arr;
@@ -127,8 +130,8 @@ static int grow(void *arr, unsigned int n, size_t size)
 
 	if (n >= MAX_ENTRIES)
 		return -E2BIG;
-	if (n & (n - 1) && n)	/* only at powers of two */
-		return 0;
+	if (n && (n < 4 || (n & (n - 1))))
+		return 0;	/* still room */
 	q = realloc(*p, (n ? 2 * n : 4) * size);
 	if (!q)
 		return -ENOMEM;
