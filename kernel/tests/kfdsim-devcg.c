@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kfdsim-devcg CGROUP MINOR: attach a cgroup v2 BPF device program that
+ * denies char 226:MINOR (a render node) to the cgroup folder CGROUP, as
+ * Slurm's ConstrainDevices does, move into it and report what KFD shows:
+ *   render: <open result of /dev/dri/renderD<MINOR>>
+ *   visible: <GPUs in GET_PROCESS_APERTURES_NEW>
+ *   node N: <gpu_id or the error reading it>
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
+#include <linux/kfd_ioctl.h>
+
+static int sys_bpf(int cmd, union bpf_attr *a)
+{
+	return syscall(__NR_bpf, cmd, a, sizeof(*a));
+}
+
+int main(int argc, char **argv)
+{
+	struct kfd_ioctl_get_process_apertures_new_args ap = { 0 };
+	union bpf_attr a;
+	char path[256], buf[64];
+	int minor, pfd, cg, fd, n;
+	FILE *f;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s CGROUP MINOR\n", argv[0]);
+		return 2;
+	}
+	minor = atoi(argv[2]);
+	/* r2 = major, r3 = minor; deny 226:minor, allow the rest */
+	struct bpf_insn prog[] = {
+		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1, .off = 4 },
+		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 3, .src_reg = 1, .off = 8 },
+		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 3, .imm = 226 },
+		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 3, .off = 2, .imm = minor },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 1 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+	a.insns = (uintptr_t)prog;
+	a.insn_cnt = sizeof(prog) / sizeof(prog[0]);
+	a.license = (uintptr_t)"GPL";
+	pfd = sys_bpf(BPF_PROG_LOAD, &a);
+	if (pfd < 0) {
+		perror("BPF_PROG_LOAD");
+		return 1;
+	}
+	cg = open(argv[1], O_RDONLY | O_DIRECTORY);
+	if (cg < 0) {
+		perror(argv[1]);
+		return 1;
+	}
+	memset(&a, 0, sizeof(a));
+	a.target_fd = cg;
+	a.attach_bpf_fd = pfd;
+	a.attach_type = BPF_CGROUP_DEVICE;
+	if (sys_bpf(BPF_PROG_ATTACH, &a)) {
+		perror("BPF_PROG_ATTACH");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/cgroup.procs", argv[1]);
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%d\n", getpid()) < 0 || fclose(f)) {
+		perror(path);
+		return 1;
+	}
+
+	snprintf(path, sizeof(path), "/dev/dri/renderD%d", minor);
+	fd = open(path, O_RDWR);
+	printf("render: %s\n", fd < 0 ? strerror(errno) : "ok");
+	fd = open("/dev/kfd", O_RDWR);
+	if (fd < 0 || ioctl(fd, AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, &ap)) {
+		perror("/dev/kfd");
+		return 1;
+	}
+	printf("visible: %u\n", ap.num_of_nodes);
+	for (n = 1; n <= 64; n++) {
+		ssize_t k;
+
+		snprintf(path, sizeof(path),
+			 "/sys/devices/virtual/kfd/kfd/topology/nodes/%d/gpu_id", n);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			break;
+		k = read(fd, buf, sizeof(buf) - 1);
+		if (k < 0)
+			printf("node %d: %s\n", n, strerror(errno));
+		else
+			printf("node %d: %.*s", n, (int)k, buf);
+		close(fd);
+	}
+	return 0;
+}
