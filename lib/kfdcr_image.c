@@ -1217,9 +1217,17 @@ static int rneed_map(struct rworker *w, size_t n, const char *what)
 	w->map_len = len;
 	if (off + len > old_end)
 		w->bytes_read += off + len - (old_end > off ? old_end : off);
-	/* As in read mode: have the next window on its way while this one is used. */
-	if (off + len < w->file_size)
-		posix_fadvise(w->fd, off + len, w->size, POSIX_FADV_WILLNEED);
+	/*
+	 * As in read mode, have what follows on its way while this window is
+	 * used, but two windows deep: with one, the device idles each time the
+	 * checks catch up with it.  Readahead fills the page cache only.
+	 */
+	if (w->advised < off + len)
+		w->advised = off + len;
+	if (w->advised < w->file_size && w->advised < off + len + 2 * w->size) {
+		posix_fadvise(w->fd, w->advised, off + len + 2 * w->size - w->advised, POSIX_FADV_WILLNEED);
+		w->advised = off + len + 2 * w->size;
+	}
 	w->cur = w->map + (w->pos - off);
 	return 0;
 }
