@@ -194,9 +194,10 @@ static int kfdsim_stencil_row(struct kfdsim_dev *dev, struct kfdsim_queue *q,
 		    kfdsim_vm_rw(q, src + rowb + x0 * 4, s_row, n * 4, false, false) ||
 		    kfdsim_vm_rw(q, src + (x0 - 1) * 4, c_row, (n + 2) * 4, false, false))
 			return -EFAULT;
+		/* 32-bit wrapping sum, as C computes it on __u32 words */
 		for (i = 0; i < n; i++)
-			n_row[i] = (u32)((4ULL * c_row[i + 1] + n_row[i] + s_row[i] +
-					  c_row[i] + c_row[i + 2]) / 8);
+			n_row[i] = (u32)(4 * c_row[i + 1] + n_row[i] + s_row[i] +
+					 c_row[i] + c_row[i + 2]) / 8;
 		if (kfdsim_vm_rw(q, dst + x0 * 4, n_row, n * 4, true, false))
 			return -EFAULT;
 	}

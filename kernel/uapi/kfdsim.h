@@ -125,7 +125,8 @@ struct kfdsim_args_checksum {
  * One step of an integer 5-point stencil on a width x height grid of
  * 32-bit words (row-major): interior cells
  *   dst[y][x] = (4 * c + n + s + e + w) / 8
- * and boundary cells copied unchanged.  dst and src must not overlap.
+ * (the sum in 32-bit unsigned wrapping arithmetic, then divided) and
+ * boundary cells copied unchanged.  dst and src must not overlap.
  */
 struct kfdsim_args_stencil {
 	__u64 dst;
