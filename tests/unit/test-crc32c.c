@@ -63,12 +63,31 @@ static void test_streaming_and_alignment(void **state)
 	free(buf);
 }
 
+/* Lengths around the three-lane block size (3 x 4096) of the hardware path. */
+static void test_lane_boundaries(void **state)
+{
+	enum { N = 5 * 3 * 4096 + 64 };
+	unsigned char *buf = malloc(N);
+	static const size_t lens[] = { 12287, 12288, 12289, 12295, 24576, 24583, 36864 + 5, N - 8 };
+
+	assert_non_null(buf);
+	srand(11);
+	for (int i = 0; i < N; i++)
+		buf[i] = rand();
+	for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+		for (int off = 0; off < 8; off += 3)
+			assert_int_equal(kfdcr_crc32c(0x1234, buf + off, lens[l]),
+					 kfdcr_crc32c_sw(0x1234, buf + off, lens[l]));
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_known_vectors),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_streaming_and_alignment),
+		cmocka_unit_test(test_lane_boundaries),
 	};
 
 	return cmocka_run_group_tests_name("crc32c", tests, NULL, NULL);
