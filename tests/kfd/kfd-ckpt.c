@@ -723,6 +723,16 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 	if (!strcmp(c, "restore-unknown-gpu")) {
 		devs[0].actual_gpu_id = unused;
 		expect_fail("CRIU_OP RESTORE onto an unknown actual gpu_id", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-duplicate-gpu") && a.num_devices > 1) {
+		devs[1].actual_gpu_id = devs[0].actual_gpu_id;
+		devs[1].drm_fd = devs[0].drm_fd;
+		expect_fail("CRIU_OP RESTORE of two devices onto one GPU", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-wrong-drm-fd") && a.num_devices > 1) {
+		devs[0].drm_fd = devs[1].drm_fd;
+		expect_fail("CRIU_OP RESTORE with another GPU's render fd", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-kfd-as-drm-fd")) {
+		devs[0].drm_fd = d.kfd_fd;
+		expect_fail("CRIU_OP RESTORE with /dev/kfd as render fd", criu_op(d.kfd_fd, &a, NULL));
 	} else if (!strcmp(c, "restore-zero-user-gpu")) {
 		devs[0].user_gpu_id = 0;
 		expect_fail("CRIU_OP RESTORE with user_gpu_id 0", criu_op(d.kfd_fd, &a, NULL));
@@ -801,7 +811,8 @@ static void usage(FILE *f)
 		"cases on a running PID: nonowner nocap tracer-other-ioctl ckpt-no-info\n"
 		"  unpause-no-info ckpt-num-bos ckpt-num-devices ckpt-num-objects\n"
 		"  ckpt-priv-size ckpt-bad-pointer\n"
-		"cases on an image DIR: restore-unknown-gpu restore-zero-user-gpu restore-bo-gpu\n"
+		"cases on an image DIR: restore-unknown-gpu restore-duplicate-gpu restore-wrong-drm-fd\n"
+		"  restore-kfd-as-drm-fd restore-zero-user-gpu restore-bo-gpu\n"
 		"  restore-num-bos restore-num-devices restore-num-objects restore-truncated\n"
 		"  restore-corrupt restore-bad-pointer restore-valid\n"
 		"case without argument: fork-child\n",

@@ -268,7 +268,8 @@ reap_killed() {
 	wait_for_line "iteration 1/1000 done"
 	ckpt dump "$WL_PID" "$img" --kill
 	reap_killed
-	for c in restore-unknown-gpu:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
+	for c in restore-unknown-gpu:EINVAL restore-duplicate-gpu:EINVAL restore-wrong-drm-fd:EINVAL \
+		restore-kfd-as-drm-fd:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
 		restore-num-bos:EINVAL restore-num-devices:EINVAL restore-num-objects:EINVAL \
 		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT; do
 		ckpt try "${c%:*}" "$img" --gpus rotate
