@@ -34,7 +34,7 @@ build_helper() {
 	command -v gcc >/dev/null || skip "no gcc in the test bed"
 	mkdir -p "$BATS_TEST_TMPDIR/inc"
 	ln -sfn /usr/include/libdrm "$BATS_TEST_TMPDIR/inc/drm"
-	gcc -O2 -Wall -I"$BATS_TEST_TMPDIR/inc" -o "$BATS_TEST_TMPDIR/$name" \
+	gcc -O2 -Wall -I"$BATS_TEST_TMPDIR/inc" -I"$KSRC/.." -o "$BATS_TEST_TMPDIR/$name" \
 		"$KSRC/$name.c" "$@"
 }
 
@@ -98,6 +98,14 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	done
 	[ "${#ids[@]}" -ge 1 ]
 	[ "$(printf '%s\n' "${ids[@]}" | sort -u | wc -l)" = "${#ids[@]}" ]
+}
+
+@test "kfdsim ioctls: events, barriers, faults, mappings and their errnos" {
+	build_helper kfdsim-basic
+	run -0 "$BATS_TEST_TMPDIR/kfdsim-basic"
+	echo "$output"
+	[[ $output == *"kfdsim-basic: ok"* ]]
+	[[ $output == *"memory exception va 500000000"* ]]
 }
 
 @test "kfdsim libhsakmt: an unmodified libhsakmt client opens, allocates, maps, creates an event and a queue" {
