@@ -814,17 +814,27 @@ static int kfdsim_mmap(struct file *filp, struct vm_area_struct *vma)
 		pfn = page_to_pfn(pdd->dev->mmio_page);
 		break;
 	case KFDSIM_MMAP_TYPE_EVENTS: {
+		/*
+		 * The events page is split into order-0 pages and inserted
+		 * with references, so a RESTORE rollback that frees it while
+		 * mapped cannot leave user space a freed page.
+		 */
 		struct page *page;
+		unsigned long i;
+		int ret;
 
+		if (get_order(size) != get_order(KFDSIM_SIGNAL_PAGE_SIZE) ||
+		    size > KFDSIM_SIGNAL_PAGE_SIZE)
+			return -EINVAL;
 		mutex_lock(&p->event_mutex);
 		page = p->signal_pages;
+		ret = page ? 0 : -EINVAL;
+		for (i = 0; !ret && i < size >> PAGE_SHIFT; i++)
+			ret = vm_insert_page(vma, vma->vm_start + (i << PAGE_SHIFT), page + i);
 		mutex_unlock(&p->event_mutex);
-		if (!page || get_order(size) != get_order(KFDSIM_SIGNAL_PAGE_SIZE))
-			return -EINVAL;
-		if (size > KFDSIM_SIGNAL_PAGE_SIZE)
-			return -EINVAL;
-		pfn = page_to_pfn(page);
-		break;
+		if (!ret)
+			vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND | VM_NORESERVE | VM_DONTDUMP;
+		return ret;
 	}
 	default:
 		return -EINVAL;

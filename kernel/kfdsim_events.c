@@ -67,6 +67,8 @@ int kfdsim_event_page_alloc(struct kfdsim_process *p)
 	pages = alloc_pages(GFP_KERNEL, get_order(KFDSIM_SIGNAL_PAGE_SIZE));
 	if (!pages)
 		return -ENOMEM;
+	/* order-0 pages with their own references, for vm_insert_page() */
+	split_page(pages, get_order(KFDSIM_SIGNAL_PAGE_SIZE));
 	p->signal_pages = pages;
 	p->signal_slots = page_address(pages);
 	p->signal_size = KFDSIM_SIGNAL_PAGE_SIZE;
@@ -359,14 +361,15 @@ void kfdsim_event_exception(struct kfdsim_process *p, u32 gpu_id, u64 va)
 void kfdsim_events_destroy(struct kfdsim_process *p)
 {
 	struct kfdsim_event *ev;
+	unsigned int i;
 	int id;
 
 	mutex_lock(&p->event_mutex);
 	idr_for_each_entry(&p->event_idr, ev, id)
 		kfree(ev);
 	idr_destroy(&p->event_idr);
-	if (p->signal_pages)
-		__free_pages(p->signal_pages, get_order(KFDSIM_SIGNAL_PAGE_SIZE));
+	for (i = 0; p->signal_pages && i < KFDSIM_SIGNAL_PAGE_SIZE >> PAGE_SHIFT; i++)
+		put_page(p->signal_pages + i);	/* user mappings keep theirs */
 	p->signal_pages = NULL;
 	p->signal_slots = NULL;
 	p->signal_bo = NULL;
