@@ -39,7 +39,7 @@ struct bench {
 	unsigned int gpus;
 	uint64_t gpu_bytes;
 	size_t cap;
-	bool buffered, zstd, can_drop, read_buffered;
+	bool buffered, zstd, can_drop, read_mmap;
 	unsigned int repeat;
 	unsigned char *pattern;
 	unsigned char *scratch[64];	/* restore targets: one window per GPU */
@@ -230,7 +230,7 @@ static double run_engine(struct bench *b, bool do_write, long *rss_growth_kb, si
 {
 	struct kfdcr_img_opts o = { .buffer_bytes = b->cap,
 				    .write_io = b->buffered ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO,
-				    .read_io = b->read_buffered ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO,
+				    .read_io = b->read_mmap ? KFDCR_IMG_IO_MMAP : KFDCR_IMG_IO_AUTO,
 				    .compression = b->zstd ? KFDCR_IMG_COMP_ZSTD : KFDCR_IMG_COMP_NONE };
 	struct kfdcr_img_source src = { .read = src_read, .arg = b };
 	struct kfdcr_img_sink sink = { .write = sink_write, .arg = b };
@@ -366,7 +366,7 @@ static void print_load(const char *when)
 static void usage(void)
 {
 	fputs("usage: image-bench [--dir DIR] [--gpus N] [--gpu-mb MiB] [--buffer-mb MiB]\n"
-	      "                   [--repeat N] [--pattern mixed|random|both] [--buffered] [--read-buffered] [--zstd]\n", stderr);
+	      "                   [--repeat N] [--pattern mixed|random|both] [--buffered] [--read-mmap] [--zstd]\n", stderr);
 	exit(2);
 }
 
@@ -380,7 +380,7 @@ int main(int argc, char **argv)
 		{ "repeat", required_argument, NULL, 'r' },
 		{ "pattern", required_argument, NULL, 'p' },
 		{ "buffered", no_argument, NULL, 'B' },
-		{ "read-buffered", no_argument, NULL, 'R' },
+		{ "read-mmap", no_argument, NULL, 'R' },
 		{ "zstd", no_argument, NULL, 'z' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -401,7 +401,7 @@ int main(int argc, char **argv)
 		case 'r': b.repeat = atoi(optarg); break;
 		case 'p': pattern = optarg; break;
 		case 'B': b.buffered = true; break;
-		case 'R': b.read_buffered = true; break;
+		case 'R': b.read_mmap = true; break;
 		case 'z': b.zstd = true; break;
 		default: usage();
 		}
@@ -431,7 +431,7 @@ int main(int argc, char **argv)
 	statfs(b.dir, &sfs);
 	printf("image-bench: %u GPUs x %" PRIu64 " MiB in %u BOs, buffer cap %zu MiB, %s, writes %s + fsync (dd conv=fsync), reads %s\n",
 	       b.gpus, b.gpu_bytes >> 20, b.nbos, b.cap >> 20, b.zstd ? "zstd" : "no compression",
-	       b.buffered ? "buffered" : "O_DIRECT where possible", b.read_buffered ? "read()" : "mmap");
+	       b.buffered ? "buffered" : "O_DIRECT where possible", b.read_mmap ? "mmap" : "read() + readahead");
 	printf("image-bench: directory %s (%s); page cache %s before every phase; median of %u run(s)\n",
 	       b.dir, fs_name(sfs.f_type), b.can_drop ? "dropped" : "NOT dropped (not root)", b.repeat);
 	print_load("before");

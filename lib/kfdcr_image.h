@@ -118,14 +118,18 @@ struct kfdcr_img_sink {
 };
 
 /*
- * How data files are written.  O_DIRECT measured faster than buffered
- * writes + fsync (bench/image-bench: 1.5x dd vs 1.0x on ext4), so AUTO
- * uses it wherever the file system accepts it and falls back otherwise.
+ * How data files are written and read.  Writing, O_DIRECT measured faster
+ * than buffered writes + fsync (bench/image-bench: 1.5x dd vs 1.0x on
+ * ext4), so AUTO uses it wherever the file system accepts it and falls
+ * back otherwise.  Reading, AUTO is read() in 1 MiB steps with readahead
+ * requested a window ahead: it measured faster than mapping the file
+ * (MMAP), which saves a copy but stalls on page faults.
  */
 enum kfdcr_img_io {
 	KFDCR_IMG_IO_AUTO = 0,
-	KFDCR_IMG_IO_DIRECT,	/* O_DIRECT or fail */
-	KFDCR_IMG_IO_BUFFERED,	/* page cache, then fsync */
+	KFDCR_IMG_IO_DIRECT,	/* writes: O_DIRECT or fail */
+	KFDCR_IMG_IO_BUFFERED,	/* writes: page cache, then fsync; reads: as AUTO */
+	KFDCR_IMG_IO_MMAP,	/* reads: mmap windows, no copy */
 };
 
 struct kfdcr_img_opts {
@@ -133,7 +137,7 @@ struct kfdcr_img_opts {
 	uint32_t compression;	/* enum kfdcr_img_compression */
 	int zstd_level;		/* 0 = 1 (fast) */
 	uint32_t write_io;	/* enum kfdcr_img_io */
-	uint32_t read_io;	/* AUTO: mmap windows (no copy), BUFFERED: read() */
+	uint32_t read_io;	/* enum kfdcr_img_io: AUTO (read()) or MMAP */
 	bool no_fsync;		/* skip fsync (tests only: not crash-safe) */
 };
 

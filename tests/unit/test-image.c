@@ -280,14 +280,14 @@ static void test_roundtrip_buffered(void **state)
 	struct kfdcr_err err;
 
 	write_image(f, "p1", &o);
-	/* Both read paths: mmap windows (default) and read() into a buffer. */
+	/* Both read paths: read() into a buffer (default) and mmap windows. */
 	if (read_image(f, "p1", false, &err))
 		fail_msg("%s", err.msg);
 	assert_restored(f);
 	memset(f->out[4], 0xee, f->bos[4].size);
-	read_io = KFDCR_IMG_IO_BUFFERED;
+	read_io = KFDCR_IMG_IO_MMAP;
 	if (read_image(f, "p1", false, &err))
-		fail_msg("read(): %s", err.msg);
+		fail_msg("mmap: %s", err.msg);
 	assert_restored(f);
 	flip_bit(f, "p1-gpu0.data", 70000);
 	expect_bad(f, "p1", "p1-gpu0.data", "checksum mismatch");
@@ -575,7 +575,7 @@ static void test_any_damage_detected(void **state)
 			snprintf(path, sizeof(path), "%s/%s", f->dir, files[i]);
 			assert_int_equal(truncate(path, at), 0);
 		}
-		read_io = round % 2 ? KFDCR_IMG_IO_BUFFERED : KFDCR_IMG_IO_AUTO;
+		read_io = round % 2 ? KFDCR_IMG_IO_MMAP : KFDCR_IMG_IO_AUTO;
 		ret = read_image(f, "p1", round % 3 != 0, &err);
 		if (ret != -EBADMSG)
 			fail_msg("round %d: %s damaged at %lld: got %d (%s)", round, files[i],
