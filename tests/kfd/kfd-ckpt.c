@@ -8,7 +8,7 @@
  *	CHECKPOINT, read every VRAM/GTT BO through its dma-buf (userptr BOs
  *	through /proc/PID/mem), write DIR/kfd.img, then UNPAUSE and detach
  *	(or, with --kill, SIGKILL the target instead).
- *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate] [-- COMMAND ARGS...]
+ *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]
  *	Start COMMAND (default: kfd-workload --restore DIR, from this
  *	program's directory) as a fresh process.  It RESTOREs the image on
  *	its own /dev/kfd (KFDTEST_RESTORE_GPUS maps image device i to the
@@ -395,6 +395,8 @@ static int cmd_resume(pid_t pid)
 /*
  * "--gpus rotate": image device i goes onto the actual GPU of image
  * device i + 1, so every gpu_id changes (with two or more devices).
+ * "--gpus topology": image device i goes onto the i-th GPU of this
+ * node's topology (a node with other gpu_ids, e.g. another id_seed).
  */
 static const char *resolve_gpus(const char *dir, const char *spec, char *buf, size_t len)
 {
@@ -402,15 +404,27 @@ static const char *resolve_gpus(const char *dir, const char *spec, char *buf, si
 	size_t off = 0;
 	uint32_t i, n;
 
-	if (!spec || strcmp(spec, "rotate"))
+	uint32_t topo[KFDTEST_MAX_GPUS];
+	int ntopo = 0;
+
+	if (!spec || (strcmp(spec, "rotate") && strcmp(spec, "topology")))
 		return spec;
 	if (kfdtest_image_read(dir, &img))
 		return NULL;
 	n = img.hdr.num_devices;
+	if (!strcmp(spec, "topology")) {
+		ntopo = kfdtest_topology_gpus(topo, NULL, NULL, KFDTEST_MAX_GPUS);
+		if (ntopo < (int)n) {
+			ERR("--gpus topology: the image has %u devices, this node %d GPUs",
+			    n, ntopo < 0 ? 0 : ntopo);
+			kfdtest_image_free(&img);
+			return NULL;
+		}
+	}
 	buf[0] = 0;
 	for (i = 0; i < n && off < len; i++)
 		off += snprintf(buf + off, len - off, "%s0x%x", i ? "," : "",
-				img.devices[(i + 1) % n].actual_gpu_id);
+				ntopo ? topo[i] : img.devices[(i + 1) % n].actual_gpu_id);
 	kfdtest_image_free(&img);
 	return buf;
 }
@@ -805,7 +819,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s dump PID DIR [--kill]\n"
-		"       %s restore DIR [--gpus ID,ID,...|rotate] [-- COMMAND ARGS...]\n"
+		"       %s restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]\n"
 		"       %s resume PID\n"
 		"       %s try CASE [PID | DIR [--gpus ID,ID,...]]\n"
 		"cases on a running PID: nonowner nocap tracer-other-ioctl ckpt-no-info\n"
@@ -885,11 +899,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		}
-		gpus = resolve_gpus(argv[2], gpus, gpubuf, sizeof(gpubuf));
 		if (gpus) {
 			uint32_t ids[KFDTEST_MAX_GPUS];
 
-			if (kfdtest_parse_gpu_list(gpus, ids, KFDTEST_MAX_GPUS) < 0)
+			gpus = resolve_gpus(argv[2], gpus, gpubuf, sizeof(gpubuf));
+			if (!gpus || kfdtest_parse_gpu_list(gpus, ids, KFDTEST_MAX_GPUS) < 0)
 				return 2;
 			INF("restoring onto GPUs %s", gpus);
 		}
@@ -913,7 +927,8 @@ int main(int argc, char **argv)
 					return 2;
 				}
 			}
-			gpus = resolve_gpus(argv[3], gpus, gpubuf, sizeof(gpubuf));
+			if (gpus && !(gpus = resolve_gpus(argv[3], gpus, gpubuf, sizeof(gpubuf))))
+				return 2;
 			return try_restore(c, argv[3], gpus);
 		}
 		if (argc != 4 || parse_pid(argv[3], &pid))

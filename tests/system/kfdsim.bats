@@ -24,6 +24,8 @@ setup() {
 	PATH=$KFD_BIN:$PATH
 	WL_PID=
 	CHUNK_DELAY_OLD=
+	KFDSIM_RELOAD=()
+	KFDSIM_KO=${KFDCR_KO:-${KFDCR_SRCDIR:-$PWD}/kernel/kfdsim.ko}
 }
 
 teardown() {
@@ -34,7 +36,14 @@ teardown() {
 	if [ -n "${CHUNK_DELAY_OLD:-}" ]; then
 		echo "$CHUNK_DELAY_OLD" >/sys/module/kfdsim/parameters/chunk_delay_us || true
 	fi
+	if [ ${#KFDSIM_RELOAD[@]} -gt 0 ]; then
+		# a test reloaded kfdsim and failed half way: put it back as it was
+		rmmod kfdsim 2>/dev/null || true
+		insmod "$KFDSIM_KO" "${KFDSIM_RELOAD[@]}" || true
+	fi
 }
+
+gpu_ids() { cat "$TOPO"/nodes/*/gpu_id | grep -v '^0$' | sort -n | tr '\n' ' '; }
 
 gpu_count() {
 	local n=0 f
@@ -286,6 +295,37 @@ reap_killed() {
 	run -1 kfd-ckpt resume "$WL_PID"
 	echo "$output"
 	[[ $output == *"RESUME pid $WL_PID"*"(ESRCH)"* ]]
+}
+
+@test "kfdsim restore: onto another node's gpu_ids (kfdsim reloaded with another id_seed)" {
+	local want img=$BATS_TEST_TMPDIR/img p params=() old_ids new_ids seed
+	[ -f "$KFDSIM_KO" ] || skip "no $KFDSIM_KO to reload"
+	[ "$(awk '$1 == "kfdsim" { print $3 }' /proc/modules)" = 0 ] || skip "kfdsim is in use"
+	for p in /sys/module/kfdsim/parameters/*; do
+		params+=("$(basename "$p")=$(cat "$p")")
+	done
+	seed=$(cat /sys/module/kfdsim/parameters/id_seed)
+	want=$(cpu_result --gpus 2 --iterations 200 --seed 6)
+	start_workload --gpus 2 --iterations 200 --seed 6
+	wait_for_line "iteration 5/200 done"
+	ckpt dump "$WL_PID" "$img" --kill
+	reap_killed
+	old_ids=$(gpu_ids)
+
+	# the "other node": same GPUs, other gpu_ids
+	KFDSIM_RELOAD=("${params[@]}")
+	rmmod kfdsim
+	insmod "$KFDSIM_KO" "${params[@]/#id_seed=*/id_seed=$((seed + 1000))}"
+	new_ids=$(gpu_ids)
+	echo "gpu_ids before: $old_ids after: $new_ids"
+	[ "$old_ids" != "$new_ids" ]
+	ckpt restore "$img" --gpus topology
+	[ "$(result_of "$output")" = "$want" ]
+
+	rmmod kfdsim
+	insmod "$KFDSIM_KO" "${params[@]}"
+	KFDSIM_RELOAD=()
+	[ "$(gpu_ids)" = "$old_ids" ]
 }
 
 @test "kfdsim: no process, BO or module reference left behind" {
