@@ -180,7 +180,7 @@ reap_killed() {
 
 @test "kfdsim checkpoint: stops at random moments, mid-dispatch included, restore exactly" {
 	local want img round delay inflight=0
-	want=$(cpu_result --gpus 2 --iterations 60 --seed 5 --vram-mb 6)
+	want=$(cpu_result --gpus 2 --iterations 40 --seed 5 --vram-mb 6)
 	# slow the device down so that most stops land inside a dispatch
 	if [ -w /sys/module/kfdsim/parameters/chunk_delay_us ]; then
 		CHUNK_DELAY_OLD=$(cat /sys/module/kfdsim/parameters/chunk_delay_us)
@@ -188,9 +188,9 @@ reap_killed() {
 	fi
 	for round in 1 2 3; do
 		img=$BATS_TEST_TMPDIR/img$round
-		start_workload --gpus 2 --iterations 60 --seed 5 --vram-mb 6
+		start_workload --gpus 2 --iterations 40 --seed 5 --vram-mb 6
 		wait_for_line "ready: pid"
-		delay=$(printf '%d.%03d' $((RANDOM % 2)) $((RANDOM % 1000)))
+		delay=$(printf '0.%03d' $((RANDOM % 1000)))
 		sleep "$delay"
 		ckpt dump "$WL_PID" "$img" --kill
 		reap_killed
@@ -255,9 +255,9 @@ reap_killed() {
 
 @test "kfdsim checkpoint: malformed CHECKPOINTs are rejected and change nothing" {
 	local want
-	want=$(cpu_result --gpus 2 --iterations 300 --seed 4)
-	start_workload --gpus 2 --iterations 300 --seed 4
-	wait_for_line "iteration 1/300 done"
+	want=$(cpu_result --gpus 2 --iterations 200 --seed 4)
+	start_workload --gpus 2 --iterations 200 --seed 4
+	wait_for_line "iteration 1/200 done"
 	local c
 	for c in ckpt-num-bos:EINVAL ckpt-num-devices:EINVAL ckpt-num-objects:EINVAL \
 		ckpt-priv-size:EINVAL ckpt-bad-pointer:EFAULT; do
@@ -329,19 +329,16 @@ reap_killed() {
 }
 
 @test "kfdsim: no process, BO or module reference left behind" {
-	local refs others=() f
+	local refs others=()
 	sleep 1
 	run ! pgrep -x kfd-workload
 	run ! pgrep -x kfd-ckpt
 	# open fds and mappings of /dev/kfd and the render nodes pin the module
-	for f in /proc/[0-9]*/maps; do
-		grep -qE '/dev/kfd|/dev/dri/renderD' "$f" 2>/dev/null && others+=("${f#/proc/}")
-	done
-	for f in /proc/[0-9]*/fd/*; do
-		case $(readlink "$f" 2>/dev/null) in
-		/dev/kfd | /dev/dri/renderD*) others+=("${f#/proc/}") ;;
-		esac
-	done
+	# (one grep and one find: forks are slow under TCG)
+	mapfile -t others < <(
+		grep -lE '/dev/kfd|/dev/dri/renderD' /proc/[0-9]*/maps 2>/dev/null
+		find /proc/[0-9]*/fd \( -lname /dev/kfd -o -lname '/dev/dri/renderD*' \) 2>/dev/null
+	)
 	refs=$(awk '$1 == "kfdsim" { print $3 }' /proc/modules)
 	echo "kfdsim module references: $refs; other users: ${others[*]:-none}"
 	[ ${#others[@]} -gt 0 ] && skip "other processes use kfdsim: ${others[*]}"
