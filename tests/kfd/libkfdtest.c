@@ -893,6 +893,7 @@ out:
 
 int kfdtest_parse_gpu_list(const char *s, uint32_t *ids, int max)
 {
+	const char *list = s;
 	int n = 0;
 
 	while (s && *s) {
@@ -900,7 +901,8 @@ int kfdtest_parse_gpu_list(const char *s, uint32_t *ids, int max)
 		unsigned long v = strtoul(s, &end, 0);
 
 		if (end == s || v == 0 || v > 0xffff || (*end && *end != ',') || n == max) {
-			kfdtest_log("bad GPU id list \"%s\": want comma-separated non-zero 16-bit ids", s);
+			kfdtest_log("bad GPU id list \"%s\": want at most %d comma-separated non-zero 16-bit ids",
+				    list, max);
 			return -EINVAL;
 		}
 		ids[n++] = v;
