@@ -116,12 +116,16 @@ static int read_u64_file(const char *path, uint64_t *val)
 	unsigned long long v;
 	int ok;
 
+	int err;
+
 	if (!f)
 		return -errno;
+	errno = 0;
 	ok = fscanf(f, "%llu", &v) == 1;
+	err = ferror(f) && errno ? -errno : -EINVAL;
 	fclose(f);
 	if (!ok)
-		return -EINVAL;
+		return err;
 	*val = v;
 	return 0;
 }
@@ -159,6 +163,8 @@ int kfdtest_topology_gpus(uint32_t *ids, uint32_t *minors, uint32_t *nodes, int 
 		ret = read_u64_file(path, &id);
 		if (ret == -ENOENT)
 			break;
+		if (ret == -EPERM)
+			continue;	/* our device cgroup hides this GPU */
 		if (ret) {
 			kfdtest_log("reading %s: %s", path, strerror(-ret));
 			return ret;
