@@ -28,6 +28,7 @@ struct helper {
 	uid_t uid;
 	gid_t gid;
 	char argv_hex[8192];
+	char script[PATH_MAX];		/* batch: this run's spooled script */
 	struct kfdcr_site site;
 	struct kfdcr_opts opts;
 	int ckpt_signal;

@@ -369,6 +369,9 @@ static void fill_task_rec(struct helper *h, struct kfdcr_task_rec *t)
 	visible_gpus(t->gpu_ids, sizeof(t->gpu_ids), t->render, sizeof(t->render), &t->ngpus);
 	for (int i = 0; i < 3; i++)
 		snprintf(t->stdio[i], sizeof(t->stdio[i]), "%s", h->keys[i]);
+	/* bash keeps its script open; each node spools it under its own path */
+	if (h->batch && h->script[0] == '/')
+		snprintf(t->script, sizeof(t->script), "%s", h->script + 1);
 }
 
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
@@ -1172,10 +1175,10 @@ mismatch:
 
 int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 {
-	char dfd[32], wfd[32], targets[300], ids[256], render[256], logname[96], inh[3][PATH_MAX + 32];
-	char *argv[32], *env[2] = { NULL, NULL };
+	char dfd[32], wfd[32], targets[300], ids[256], render[256], logname[96], inh[4][PATH_MAX + 32];
+	char *argv[40], *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
-	int keep[5], nkeep = 0, n, rc, logfd, fds[3];
+	int keep[6], nkeep = 0, n, rc, logfd, fds[4] = { -1, -1, -1, -1 };
 	unsigned int ngpus;
 	uint64_t t0 = kfdcr_now_ms();
 	char *pidtext = NULL;
@@ -1214,6 +1217,18 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 		argv[n++] = "--inherit-fd";
 		argv[n++] = inh[i];
 	}
+	if (h->batch && t.script[0] && h->script[0]) {
+		int sfd = open(h->script, O_RDONLY | O_CLOEXEC);
+
+		if (sfd >= 0) {
+			fds[3] = fcntl(sfd, F_DUPFD_CLOEXEC, 100);
+			close(sfd);
+			keep[nkeep++] = fds[3];
+			snprintf(inh[3], sizeof(inh[3]), "fd[%d]:%s", fds[3], t.script);
+			argv[n++] = "--inherit-fd";
+			argv[n++] = inh[3];
+		}
+	}
 	argv[n] = NULL;
 	visible_gpus(ids, sizeof(ids), render, sizeof(render), &ngpus);
 	if (ngpus) {
@@ -1225,7 +1240,7 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	mkdir(h->init_dir, 0700);
 	hlog(h, "restoring from %s onto GPUs %s", dfd, ngpus ? render : "(none)");
 	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	kfdcr_task_free(&t);
@@ -1234,8 +1249,8 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 
 		criu_errors(logfd, "restore.log", msg, sizeof(msg));
 		close(logfd);
-		return kfdcr_errf(err, "restore of step %s task %u of job %u from checkpoint %u on %s failed: %s "
-				  "(log: %s/%u/run.%u/%s/restore.log)", h->batch ? "batch" : "", h->task, h->job,
+		return kfdcr_errf(err, "restore of %s of job %u from checkpoint %u on %s failed: %s "
+				  "(log: %s/%u/run.%u/%s/restore.log)", logname + 8, h->job,
 				  h->restored_from, h->node, msg, h->root, h->job, h->run, logname);
 	}
 	if (kfdcr_read_small(logfd, "pid", &pidtext, 64, err)) {
@@ -1245,8 +1260,8 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	close(logfd);
 	h->init = (pid_t)strtol(pidtext, NULL, 10);
 	free(pidtext);
-	hinfo(h, "restored step %s%ld task %u of job %u from checkpoint %u on %s (GPUs %s) in %llu ms",
-	      h->batch ? "batch" : "", h->batch ? 0L : h->index, h->task, h->job, h->restored_from, h->node,
+	hinfo(h, "restored %s of job %u from checkpoint %u on %s (GPUs %s) in %llu ms",
+	      logname + 8, h->job, h->restored_from, h->node,
 	      ngpus ? render : "none", (unsigned long long)(kfdcr_now_ms() - t0));
 	return 0;
 }

@@ -172,6 +172,8 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 	h->ckpt_signal = h->opts.signal ? h->opts.signal : h->site.signal;
 	h->keep = h->opts.keep ? h->opts.keep : h->site.keep;
 	h->index = h->batch ? KFDCR_STEP_BATCH : (long)h->slurm_step;
+	if (h->batch)
+		kfdcr_argv0_from_hex(h->argv_hex, h->script, sizeof(h->script));
 	return 0;
 }
 

@@ -941,6 +941,23 @@ void kfdcr_argv_hex(char *const argv[], int argc, char *out, size_t len)
 	}
 }
 
+int kfdcr_argv0_from_hex(const char *hex, char *out, size_t len)
+{
+	size_t at = 0;
+
+	for (; hex[0] && hex[1]; hex += 2) {
+		unsigned int c;
+
+		if (sscanf(hex, "%2x", &c) != 1 || at + 1 >= len)
+			return -EINVAL;
+		if (!c)
+			break;
+		out[at++] = (char)c;
+	}
+	out[at] = '\0';
+	return at ? 0 : -EINVAL;
+}
+
 static int list_files(int dirfd, const char *skip, struct kfdcr_file_ent **out, unsigned int *n,
 		      struct kfdcr_err *err);
 
@@ -977,6 +994,7 @@ int kfdcr_task_write(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 		t->gpu_ids[0] ? t->gpu_ids : "-", t->render[0] ? t->render : "-");
 	for (int i = 0; i < 3; i++)
 		fprintf(f, "stdio%d %s\n", i, t->stdio[i][0] ? t->stdio[i] : "-");
+	fprintf(f, "script %s\n", t->script[0] ? t->script : "-");
 	fprintf(f, "dump_ms %llu\nbytes %llu\n", (unsigned long long)t->dump_ms,
 		(unsigned long long)t->bytes);
 	for (unsigned int i = 0; i < t->nfiles; i++)
@@ -1094,6 +1112,7 @@ int kfdcr_task_read(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 		snprintf(key, sizeof(key), "stdio%d", i);
 		get_str(text, key, t->stdio[i], sizeof(t->stdio[i]));
 	}
+	get_str(text, "script", t->script, sizeof(t->script));
 	if (kfdcr_kv_get(text, "dump_ms", buf, sizeof(buf)))
 		t->dump_ms = strtoull(buf, NULL, 10);
 	if (kfdcr_kv_get(text, "bytes", buf, sizeof(buf)))

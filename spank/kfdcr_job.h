@@ -161,6 +161,7 @@ struct kfdcr_task_rec {
 	char gpu_ids[256];		/* comma-separated hex */
 	char render[256];		/* comma-separated render minors */
 	char stdio[3][PATH_MAX];	/* criu file keys of fds 0..2, "" none */
+	char script[PATH_MAX];		/* batch: criu key of the spooled script */
 	uint64_t dump_ms, bytes;
 	unsigned int nfiles;
 	struct kfdcr_file_ent *files;
@@ -171,8 +172,9 @@ const char *kfdcr_task_state_name(enum kfdcr_task_state s);
 int kfdcr_task_write(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err);
 int kfdcr_task_read(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err);
 void kfdcr_task_free(struct kfdcr_task_rec *t);
-/* NUL-separated argv as hex, and back. */
+/* NUL-separated argv as hex; and its argv[0] back. */
 void kfdcr_argv_hex(char *const argv[], int argc, char *out, size_t len);
+int kfdcr_argv0_from_hex(const char *hex, char *out, size_t len);
 
 /* ---- MANIFEST of a committed checkpoint ---- */
 
