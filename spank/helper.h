@@ -87,6 +87,7 @@ void journal_exit(struct helper *h, int wstatus);
 /* helper_ckpt.c */
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err);
 int ckpt_serve_request(struct helper *h);
+bool ckpt_late_start(struct helper *h);
 int ckpt_coordinate(struct helper *h, enum helper_op op);
 int ckpt_vacate_node(struct helper *h);
 int ckpt_job_start(struct helper *h);

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -354,6 +355,45 @@ static int record_exited(struct helper *h, int ckptfd, const struct jtask *j)
 
 /* ---- one task ---- */
 
+/* The batch shell's file offset in its script (it reads it as it goes). */
+static long long script_offset(struct helper *h)
+{
+	char path[64], link[PATH_MAX];
+	long long pos = -1;
+	pid_t shell = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)h->init, (int)h->init);
+	f = fopen(path, "re");
+	if (f) {
+		long p;
+
+		if (fscanf(f, "%ld", &p) == 1)
+			shell = (pid_t)p;
+		fclose(f);
+	}
+	for (int fd = 0; shell > 0 && fd < 1024 && pos < 0; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)shell, fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, h->script))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)shell, fd);
+		f = fopen(path, "re");
+		while (f && fgets(link, sizeof(link), f)) {
+			if (!strncmp(link, "pos:", 4))
+				pos = strtoll(link + 4, NULL, 10);
+		}
+		if (f)
+			fclose(f);
+	}
+	return pos;
+}
+
 static void fill_task_rec(struct helper *h, struct kfdcr_task_rec *t)
 {
 	memset(t, 0, sizeof(*t));
@@ -369,9 +409,12 @@ static void fill_task_rec(struct helper *h, struct kfdcr_task_rec *t)
 	visible_gpus(t->gpu_ids, sizeof(t->gpu_ids), t->render, sizeof(t->render), &t->ngpus);
 	for (int i = 0; i < 3; i++)
 		snprintf(t->stdio[i], sizeof(t->stdio[i]), "%s", h->keys[i]);
-	/* bash keeps its script open; each node spools it under its own path */
-	if (h->batch && h->script[0] == '/')
+	/* the shell keeps its script open; each node spools it under its own path */
+	t->script_pos = -1;
+	if (h->batch && h->script[0] == '/') {
 		snprintf(t->script, sizeof(t->script), "%s", h->script + 1);
+		t->script_pos = script_offset(h);
+	}
 }
 
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
@@ -461,6 +504,49 @@ int ckpt_serve_request(struct helper *h)
 	}
 	close(tfd);
 	return 0;
+}
+
+/*
+ * A step task starting while a checkpoint of its run is being taken: the
+ * checkpoint records it as not started (on restore it runs from its
+ * start).  Returns true when the request is a vacate: the task must not
+ * start at all.
+ */
+bool ckpt_late_start(struct helper *h)
+{
+	char *text = NULL, id[64], op[32], dir[64], run[32], dl[32];
+	struct kfdcr_task_rec t;
+	struct kfdcr_err err;
+	bool vacate;
+	int ckfd, tfd;
+
+	if (h->batch || kfdcr_read_small(h->jobfd, "REQUEST", &text, 4096, NULL))
+		return false;
+	if (!kfdcr_kv_get(text, "id", id, sizeof(id)) || !kfdcr_kv_get(text, "op", op, sizeof(op)) ||
+	    !kfdcr_kv_get(text, "dir", dir, sizeof(dir)) || !kfdcr_kv_get(text, "run", run, sizeof(run)) ||
+	    !kfdcr_kv_get(text, "deadline", dl, sizeof(dl)) || strncmp(dir, ".tmp.", 5) || strchr(dir, '/') ||
+	    strtoul(run, NULL, 10) != h->run || (time_t)strtoll(dl, NULL, 10) < time(NULL)) {
+		free(text);
+		return false;
+	}
+	free(text);
+	ckfd = openat(h->jobfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (ckfd < 0)
+		return false;	/* committed or abandoned already */
+	tfd = task_dir(ckfd, h->index, h->task);
+	close(ckfd);
+	if (tfd < 0)
+		return false;
+	snprintf(h->served, sizeof(h->served), "%s", id);
+	fill_task_rec(h, &t);
+	t.state = KFDCR_TASK_UNSTARTED;
+	kfdcr_task_write(tfd, &t, &err);
+	kfdcr_task_free(&t);
+	close(tfd);
+	vacate = strcmp(op, "continue") != 0;
+	hlog(h, "started during checkpoint %s (%s): recorded as not started%s", id, op,
+	     vacate ? "; not starting it" : "");
+	return vacate;
 }
 
 /* ---- coordination (batch helper) ---- */
@@ -644,17 +730,12 @@ static int expected_tasks(struct helper *h, const struct jtask *j, unsigned int 
 	*n = 0;
 	if (ret)
 		return kfdcr_errf(err, "cannot list the steps of job %u: %s", h->job, hslurm_strerror(-ret));
+	(void)j;
+	(void)nj;
 	for (unsigned int s = 0; s < ns; s++) {
 		long index = (long)h->base + steps[s].step;
-		bool ours = false;
 
-		for (unsigned int i = 0; i < nj && !ours; i++)
-			ours = j[i].step == index;
-		if (!ours) {
-			hlog(h, "step %u is not under kfdcr (started without --checkpoint?): not checkpointed",
-			     steps[s].step);
-			continue;
-		}
+		/* a step still starting has not registered yet: wait_tasks waits for it */
 		for (uint32_t t = 0; t < steps[s].ntasks; t++) {
 			struct expect *e = realloc(*out, (*n + 1) * sizeof(*e));
 
@@ -684,9 +765,26 @@ static const struct jtask *jfind(const struct jtask *j, unsigned int nj, long st
  * Wait until every expected task has a TASK in @ckfd or ended (journal);
  * a failed TASK fails at once.  Returns 0, or -1 with @err.
  */
-static int wait_tasks(struct helper *h, int ckfd, const struct expect *e, unsigned int ne,
+/* Has any task of @step registered in the journal, or answered? */
+static bool step_seen(int ckfd, const struct jtask *j, unsigned int nj, const struct expect *e,
+		      unsigned int ne, long step)
+{
+	for (unsigned int i = 0; i < nj; i++)
+		if (j[i].step == step)
+			return true;
+	for (unsigned int i = 0; i < ne; i++)
+		if (e[i].step == step && task_done(ckfd, step, e[i].task))
+			return true;
+	return false;
+}
+
+#define REGISTER_GRACE	15	/* seconds a launching step may take to show up */
+
+static int wait_tasks(struct helper *h, int ckfd, struct expect *e, unsigned int ne,
 		      const char *op, time_t deadline, struct kfdcr_err *err)
 {
+	time_t grace = time(NULL) + REGISTER_GRACE;
+
 	for (;;) {
 		struct jtask *j = NULL;
 		unsigned int nj = 0, done = 0;
@@ -695,6 +793,21 @@ static int wait_tasks(struct helper *h, int ckfd, const struct expect *e, unsign
 		for (unsigned int i = 0; i < ne; i++) {
 			const struct jtask *jt = jfind(j, nj, e[i].step, e[i].task);
 
+			if (e[i].step == LONG_MIN) {
+				done++;		/* a step that is not under kfdcr */
+				continue;
+			}
+			if (time(NULL) > grace && !step_seen(ckfd, j, nj, e, ne, e[i].step)) {
+				long step = e[i].step;
+
+				hlog(h, "step %ld never showed up (started without --checkpoint?): not "
+				     "checkpointed", step);
+				for (unsigned int k = 0; k < ne; k++)
+					if (e[k].step == step)
+						e[k].step = LONG_MIN;
+				done++;
+				continue;
+			}
 			if (task_done(ckfd, e[i].step, e[i].task)) {
 				struct kfdcr_task_rec t;
 				char rel[96], sname[32];
@@ -1141,6 +1254,10 @@ int ckpt_step_decide(struct helper *h, const struct kfdcr_mtask **mt, struct kfd
 	}
 	if ((*mt)->state == KFDCR_TASK_EXITED)
 		return 1;
+	if ((*mt)->state == KFDCR_TASK_UNSTARTED) {
+		*mt = NULL;
+		return 0;	/* it had not started: it starts now */
+	}
 	snprintf(rel, sizeof(rel), "%u/step.%ld/task.%u", seq, h->index, h->task);
 	fd = openat(h->jobfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || kfdcr_task_read(fd, &t, err)) {
@@ -1220,6 +1337,11 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	if (h->batch && t.script[0] && h->script[0]) {
 		int sfd = open(h->script, O_RDONLY | O_CLOEXEC);
 
+		/* criu does not seek an inherited fd: put it where the shell was */
+		if (sfd >= 0 && t.script_pos > 0 && lseek(sfd, t.script_pos, SEEK_SET) < 0) {
+			close(sfd);
+			sfd = -1;
+		}
 		if (sfd >= 0) {
 			fds[3] = fcntl(sfd, F_DUPFD_CLOEXEC, 100);
 			close(sfd);

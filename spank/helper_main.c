@@ -707,7 +707,12 @@ int main(int argc, char **argv)
 	ret = ckpt_step_decide(h, &mt, &err);
 	if (ret < 0)
 		fail(h, err.msg);
-	if (ret == 0) {
+	if (ret == 0 && ckpt_late_start(h)) {
+		/* the job is being vacated: this task does not start */
+		reply(h, "QUIT");
+		kill_init(h);
+		h->vacated = true;
+	} else if (ret == 0) {
 		run_task(h);
 	} else if (mt->state == KFDCR_TASK_EXITED) {
 		hinfo(h, "step %ld task %u had ended before the checkpoint: not run again", h->index, h->task);

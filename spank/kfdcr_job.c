@@ -892,7 +892,9 @@ const char *kfdcr_kv_get(const char *text, const char *key, char *buf, size_t le
 
 const char *kfdcr_task_state_name(enum kfdcr_task_state s)
 {
-	return s == KFDCR_TASK_IMAGE ? "image" : s == KFDCR_TASK_EXITED ? "exited" : "failed";
+	static const char *const names[] = { "image", "failed", "exited", "unstarted" };
+
+	return (unsigned int)s < 4 ? names[s] : "failed";
 }
 
 static int parse_state(const char *s, enum kfdcr_task_state *st)
@@ -903,6 +905,8 @@ static int parse_state(const char *s, enum kfdcr_task_state *st)
 		*st = KFDCR_TASK_EXITED;
 	else if (!strcmp(s, "failed"))
 		*st = KFDCR_TASK_FAILED;
+	else if (!strcmp(s, "unstarted"))
+		*st = KFDCR_TASK_UNSTARTED;
 	else
 		return -EINVAL;
 	return 0;
@@ -971,7 +975,7 @@ int kfdcr_task_write(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 	free(t->files);
 	t->files = NULL;
 	t->nfiles = 0;
-	if (t->state != KFDCR_TASK_EXITED) {
+	if (t->state == KFDCR_TASK_IMAGE || t->state == KFDCR_TASK_FAILED) {
 		ret = list_files(dirfd, TASKFILE, &t->files, &t->nfiles, err);
 		if (ret)
 			return ret;
@@ -994,7 +998,7 @@ int kfdcr_task_write(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 		t->gpu_ids[0] ? t->gpu_ids : "-", t->render[0] ? t->render : "-");
 	for (int i = 0; i < 3; i++)
 		fprintf(f, "stdio%d %s\n", i, t->stdio[i][0] ? t->stdio[i] : "-");
-	fprintf(f, "script %s\n", t->script[0] ? t->script : "-");
+	fprintf(f, "script %s\nscript_pos %lld\n", t->script[0] ? t->script : "-", t->script_pos);
 	fprintf(f, "dump_ms %llu\nbytes %llu\n", (unsigned long long)t->dump_ms,
 		(unsigned long long)t->bytes);
 	for (unsigned int i = 0; i < t->nfiles; i++)
@@ -1113,6 +1117,7 @@ int kfdcr_task_read(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 		get_str(text, key, t->stdio[i], sizeof(t->stdio[i]));
 	}
 	get_str(text, "script", t->script, sizeof(t->script));
+	t->script_pos = kfdcr_kv_get(text, "script_pos", buf, sizeof(buf)) ? strtoll(buf, NULL, 10) : -1;
 	if (kfdcr_kv_get(text, "dump_ms", buf, sizeof(buf)))
 		t->dump_ms = strtoull(buf, NULL, 10);
 	if (kfdcr_kv_get(text, "bytes", buf, sizeof(buf)))
@@ -1341,7 +1346,8 @@ int kfdcr_manifest_write(int ckptfd, const struct kfdcr_manifest *m, struct kfdc
 		if (t->state == KFDCR_TASK_EXITED)
 			fprintf(f, "task %s %u exited %d %s %u\n", step, t->task, t->wstatus, t->node, t->ntasks);
 		else
-			fprintf(f, "task %s %u image - %s %u\n", step, t->task, t->node, t->ntasks);
+			fprintf(f, "task %s %u %s - %s %u\n", step, t->task, kfdcr_task_state_name(t->state),
+				t->node, t->ntasks);
 	}
 	for (unsigned int i = 0; i < m->nfiles; i++)
 		fprintf(f, "file %s %llu %08x\n", m->files[i].name, (unsigned long long)m->files[i].size,

@@ -139,7 +139,12 @@ const char *kfdcr_kv_get(const char *text, const char *key, char *buf, size_t le
 
 /* ---- the TASK record of one checkpointed task ---- */
 
-enum kfdcr_task_state { KFDCR_TASK_IMAGE, KFDCR_TASK_FAILED, KFDCR_TASK_EXITED };
+/*
+ * IMAGE: dumped; EXITED: had ended (its status is replayed); UNSTARTED:
+ * started while the checkpoint was taken, not saved (it runs from its
+ * start on restore); FAILED: its dump failed (never in a MANIFEST).
+ */
+enum kfdcr_task_state { KFDCR_TASK_IMAGE, KFDCR_TASK_FAILED, KFDCR_TASK_EXITED, KFDCR_TASK_UNSTARTED };
 
 struct kfdcr_file_ent {
 	char name[256];
@@ -162,6 +167,7 @@ struct kfdcr_task_rec {
 	char render[256];		/* comma-separated render minors */
 	char stdio[3][PATH_MAX];	/* criu file keys of fds 0..2, "" none */
 	char script[PATH_MAX];		/* batch: criu key of the spooled script */
+	long long script_pos;		/* ... and the shell's offset in it, -1 none */
 	uint64_t dump_ms, bytes;
 	unsigned int nfiles;
 	struct kfdcr_file_ent *files;
