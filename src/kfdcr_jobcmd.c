@@ -116,6 +116,20 @@ static int open_job(struct ctx *c, uint32_t job)
 	return fd;
 }
 
+/* libslurm exits when it finds no slurm.conf: ask slurmctld only where there is one. */
+static bool slurm_ready(void)
+{
+	static int ready = -1;
+	const char *conf = getenv("SLURM_CONF");
+
+	if (ready < 0) {
+		ready = access(conf ? conf : "/etc/slurm/slurm.conf", R_OK) == 0;
+		if (ready)
+			slurm_init(NULL);
+	}
+	return ready;
+}
+
 /* slurmctld's view of the job, when it still knows it. */
 static bool job_state(uint32_t job, char *state, size_t len, unsigned int *restarts, char *nodes,
 		      size_t nlen)
@@ -123,6 +137,8 @@ static bool job_state(uint32_t job, char *state, size_t len, unsigned int *resta
 	job_info_msg_t *msg = NULL;
 	bool ok = false;
 
+	if (!slurm_ready())
+		return false;
 	if (slurm_load_job(&msg, job, SHOW_ALL) == SLURM_SUCCESS && msg && msg->record_count) {
 		slurm_job_info_t *j = &msg->job_array[0];
 
@@ -380,7 +396,6 @@ int cmd_job_status(int argc, char **argv)
 		return rc;
 	if (parse_job(argv[first], &job) || open_root(&c))
 		return EXIT_USAGE;
-	slurm_init(NULL);
 	job_state(job, state, sizeof(state), &restarts, nodes, sizeof(nodes));
 	jobfd = open_job(&c, job);
 	if (jobfd < 0)
@@ -417,7 +432,6 @@ int cmd_job_list(int argc, char **argv)
 		return rc;
 	if (open_root(&c))
 		return EXIT_FAILURE;
-	slurm_init(NULL);
 	fd = dup(c.rootfd);
 	d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {
@@ -658,7 +672,10 @@ static int request(int argc, char **argv, bool vacate)
 		return rc;
 	if (parse_job(argv[first], &job) || open_root(&c))
 		return EXIT_USAGE;
-	slurm_init(NULL);
+	if (!slurm_ready()) {
+		ERR("no slurm.conf here: cannot reach slurmctld\n");
+		return EXIT_FAILURE;
+	}
 	jobfd = open_job(&c, job);
 	if (jobfd < 0)
 		return EXIT_FAILURE;
@@ -758,6 +775,10 @@ static bool job_finished(uint32_t job, char *state, size_t len)
 	bool done = true;
 
 	snprintf(state, len, "unknown to slurmctld");
+	if (!slurm_ready()) {
+		snprintf(state, len, "slurmctld unreachable");
+		return false;
+	}
 	if (slurm_load_job(&msg, job, SHOW_ALL) == SLURM_SUCCESS && msg && msg->record_count) {
 		uint32_t st = msg->job_array[0].job_state;
 
@@ -845,7 +866,6 @@ int cmd_job_prune(int argc, char **argv)
 	}
 	if (open_root(&c))
 		return EXIT_FAILURE;
-	slurm_init(NULL);
 	if (c.json)
 		printf("{\"pruned\":[");
 	if (optind < argc) {

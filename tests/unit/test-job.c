@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "spank/kfdcr_job.h"
@@ -359,6 +360,80 @@ static void test_kv(void **state)
 	assert_string_equal(kfdcr_kv_get("flag\n", "flag", buf, sizeof(buf)), "");
 }
 
+/* Run the built kfdcr with @args; its exit status, output in @out. */
+static int run_kfdcr(char *out, size_t len, const char *fmt, ...)
+{
+	char args[1024], cmd[1200];
+	const char *build = getenv("KFDCR_BUILDDIR");
+	va_list ap;
+	size_t n;
+	FILE *p;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof(cmd), "SLURM_CONF=/nonexistent KFDCR_PLUGSTACK=/nonexistent %s/src/kfdcr %s 2>&1",
+		 build ? build : ".", args);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	st = pclose(p);
+	printf("$ kfdcr %s\n%s", args, out);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The job commands on a job folder made here: status, list, verify, prune. */
+static void test_commands(void **state)
+{
+	struct env *e = *state;
+	struct kfdcr_manifest m;
+	struct kfdcr_err err = { "" };
+	static char out[16384];
+	int jfd, cfd;
+
+	assert_int_equal(mkdirat(e->fd, "42", 0700), 0);
+	jfd = openat(e->fd, "42", O_RDONLY | O_DIRECTORY);
+	write_file(jfd, "JOB", "job 42\nuid 0\ngid 0\nsignal 10\nrequest_signal 40\n", 45);
+	for (int seq = 1; seq <= 3; seq++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "%d", seq);
+		assert_int_equal(mkdirat(jfd, name, 0755), 0);
+		cfd = openat(jfd, name, O_RDONLY | O_DIRECTORY);
+		make_checkpoint(cfd, &m);
+		kfdcr_manifest_free(&m);
+		close(cfd);
+	}
+	assert_int_equal(kfdcr_latest_write(jfd, 3, &err), 0);
+
+	assert_int_equal(run_kfdcr(out, sizeof(out), "status --dir %s 42", e->dir), 0);
+	assert_non_null(strstr(out, "checkpoints (latest 3)"));
+	assert_non_null(strstr(out, "node1,node2"));
+	assert_int_equal(run_kfdcr(out, sizeof(out), "status --json --dir %s 42 | jq -e '.latest == 3 and "
+				   "(.checkpoints | length) == 3 and .checkpoints[2].tasks == 2'", e->dir), 0);
+	assert_int_equal(run_kfdcr(out, sizeof(out), "list --json --dir %s | jq -e '.jobs[0].job == 42'", e->dir), 0);
+	assert_int_equal(run_kfdcr(out, sizeof(out), "status --dir %s 43", e->dir), 1);
+	assert_non_null(strstr(out, "job 43 has no checkpoint folder"));
+	assert_int_equal(run_kfdcr(out, sizeof(out), "status --dir %s x", e->dir), 2);
+	if (geteuid() == 0) {
+		assert_int_equal(run_kfdcr(out, sizeof(out), "verify --dir %s 42", e->dir), 0);
+		assert_non_null(strstr(out, "checkpoint 3 of job 42: OK (6 files"));
+		cfd = openat(jfd, "2/step.0/task.0/pages-1.img", O_WRONLY);
+		assert_int_equal(ftruncate(cfd, 10), 0);
+		close(cfd);
+		assert_int_equal(run_kfdcr(out, sizeof(out), "verify --dir %s 42 2", e->dir), 1);
+		assert_non_null(strstr(out, "checkpoint 2 of job 42: FAILED: step.0/task.0/pages-1.img: 10 bytes"));
+		assert_int_equal(run_kfdcr(out, sizeof(out), "prune --keep 1 --dir %s 42", e->dir), 0);
+		assert_non_null(strstr(out, "job 42: removed 2 checkpoints, kept 1"));
+		assert_int_equal(faccessat(jfd, "2", F_OK, 0), -1);
+		assert_int_equal(faccessat(jfd, "3/MANIFEST", F_OK, 0), 0);
+	}
+	assert_int_equal(run_kfdcr(out, sizeof(out), "prune --dir %s", e->dir), 2);
+	close(jfd);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -373,6 +448,7 @@ int main(void)
 		T(test_manifest_altered),
 		T(test_latest_and_prune),
 		T(test_kv),
+		T(test_commands),
 	};
 
 	return cmocka_run_group_tests_name("job", tests, NULL, NULL);
