@@ -67,6 +67,9 @@ struct helper {
 	char served[64];		/* id of the last REQUEST served */
 	unsigned int k;			/* checkpoints started in this run (batch) */
 	bool ckpt_pending;		/* a trigger came during a checkpoint */
+	int busy;			/* in a checkpoint or restore: see deferred */
+	bool term_pending;		/* SIGTERM while busy: handled after */
+	bool serve_pending;		/* request signal while busy (step helper) */
 	enum helper_op pending_op;
 	FILE *log;
 };

@@ -459,8 +459,19 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 	return ret ? -EIO : 0;
 }
 
+/* Signals that would start another checkpoint wait while @fn runs. */
+static int busy(struct helper *h, int (*fn)(struct helper *, enum helper_op), enum helper_op op)
+{
+	int ret;
+
+	h->busy++;
+	ret = fn(h, op);
+	h->busy--;
+	return ret;
+}
+
 /* A step helper: the coordinator asked for a checkpoint (REQUEST). */
-int ckpt_serve_request(struct helper *h)
+static int serve_request(struct helper *h, enum helper_op unused)
 {
 	char *text = NULL, id[64], op[32], dir[64], run[32];
 	struct kfdcr_err err = { "" };
@@ -838,6 +849,8 @@ static int wait_tasks(struct helper *h, int ckfd, struct expect *e, unsigned int
 			    "\"tasks_total\":%u}\n", op, h->run, h->k, done, ne + 1);
 		if (done == ne)
 			return 0;
+		if (h->term_pending && strcmp(op, "vacate"))
+			return kfdcr_errf(err, "interrupted: the job is being stopped");
 		if (time(NULL) > deadline)
 			return kfdcr_errf(err, "%u of %u tasks did not finish their dump in time", ne - done, ne);
 		helper_poll_signals(h, POLL_MS);
@@ -863,7 +876,7 @@ static int dump_batch(struct helper *h, int ckfd, enum helper_op op, bool steps_
 	return ret;
 }
 
-int ckpt_coordinate(struct helper *h, enum helper_op op)
+static int coordinate(struct helper *h, enum helper_op op)
 {
 	const char *opname = op == OP_CONTINUE ? "continue" : "vacate";
 	struct kfdcr_err err = { "" };
@@ -991,7 +1004,7 @@ static int vacate_commit(struct helper *h, const char *tmpname, unsigned int run
 	return ret;
 }
 
-int ckpt_vacate_node(struct helper *h)
+static int vacate_node(struct helper *h, enum helper_op unused)
 {
 	struct kfdcr_err err = { "" };
 	char tmpname[64];
@@ -1386,4 +1399,19 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	      logname + 8, h->job, h->restored_from, h->node,
 	      ngpus ? render : "none", (unsigned long long)(kfdcr_now_ms() - t0));
 	return 0;
+}
+
+int ckpt_serve_request(struct helper *h)
+{
+	return busy(h, serve_request, OP_CONTINUE);
+}
+
+int ckpt_coordinate(struct helper *h, enum helper_op op)
+{
+	return busy(h, coordinate, op);
+}
+
+int ckpt_vacate_node(struct helper *h)
+{
+	return busy(h, vacate_node, OP_VACATE_NODE);
 }

@@ -527,6 +527,15 @@ static void on_sigterm(struct helper *h)
 
 static void on_signal(struct helper *h, int sig)
 {
+	/* never a checkpoint inside a checkpoint: these wait until it is over */
+	if (h->busy && sig == SIGTERM) {
+		h->term_pending = true;
+		return;
+	}
+	if (h->busy && sig == h->site.request_signal && !h->batch) {
+		h->serve_pending = true;
+		return;
+	}
 	if (sig == SIGCHLD) {
 		int ws;
 
@@ -616,6 +625,14 @@ static __attribute__((noreturn)) void loop(struct helper *h)
 			drain_signals(h);
 		if (h->tfd >= 0 && p[2].revents && read(h->tfd, &ticks, sizeof(ticks)) > 0)
 			trigger(h, OP_CONTINUE);
+		if (h->term_pending) {
+			h->term_pending = false;
+			on_sigterm(h);
+		}
+		if (h->serve_pending) {
+			h->serve_pending = false;
+			ckpt_serve_request(h);
+		}
 		if (h->batch && h->ckpt_pending && !h->vacated) {
 			enum helper_op op = h->pending_op;
 
@@ -649,10 +666,12 @@ static void restore_task(struct helper *h, int taskfd)
 	reply(h, "QUIT");
 	kill_init(h);
 	journal_start(h);
+	h->busy++;
 	if (ckpt_restore_task(h, taskfd, &err)) {
 		close(taskfd);
 		fail(h, err.msg);
 	}
+	h->busy--;
 	close(taskfd);
 	arm_timer(h);
 }

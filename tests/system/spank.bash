@@ -57,6 +57,12 @@ ckpt_log() {
 	grep '"event":"checkpoint"' "$CKROOT/$1/LOG" 2>/dev/null
 }
 
+# The LOG line of run RUN's start (after waiting up to SECS for it).
+run_start() { # JOB RUN SECS
+	wait_for "$3" "grep -q '\"event\":\"start\",\"run\":$2,' $CKROOT/$1/LOG" || return 1
+	grep "\"event\":\"start\",\"run\":$2," "$CKROOT/$1/LOG" | tail -n 1
+}
+
 latest() {
 	cat "$CKROOT/$1/LATEST" 2>/dev/null || echo 0
 }

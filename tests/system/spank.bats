@@ -109,9 +109,9 @@ EOF2
 	wait_job "$job" COMPLETED 300
 	got=$(tail -n 1 "$HOME_A/$T/job.out")
 	[ "$got" = "$want" ]
-	# the output is an uninterrupted run's: run one on the first node
+	# the output is an uninterrupted run's (of the same job: the task is PID 3 in its namespace)
 	scancel "$high"
-	ref=$(submit_as alice -p low -w "$first" --gres=gpu:1 -o "$HOME_A/$T/ref.out" --wrap "$WL $ARGS")
+	ref=$(submit_as alice --checkpoint -p low -w "$first" --gres=gpu:1 -o "$HOME_A/$T/ref.out" --wrap "$WL $ARGS")
 	wait_job "$ref" COMPLETED 300
 	diff "$HOME_A/$T/ref.out" <(job_output "$HOME_A/$T/job.out")
 	[ "$(grep -c ready: "$HOME_A/$T/job.out")" -eq 1 ]
@@ -126,7 +126,7 @@ srun -N2 --ntasks-per-node=1 --gres=gpu:1 -l $WL $ARGS
 srun -N2 -n4 -l bash -c 'echo "step 2 task \$SLURM_PROCID of \$SLURM_NTASKS"; echo ran >> $HOME_A/$T/step2.\$SLURM_PROCID'
 EOF2
 	chown alice "$HOME_A/$T/job.sh"
-	job=$(submit_as alice --checkpoint -N2 -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
+	job=$(submit_as alice --checkpoint -N2 --ntasks-per-node=2 --gres=gpu:1 -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
 	wait_file 180 "$HOME_A/$T/job.out" 'iteration 300/'
 	first=$(job_nodes "$job" | tr '\n' ' ')
 	high=$(preempt_node "$(job_nodes "$job" | head -n 1)")
@@ -155,7 +155,7 @@ EOF2
 	# the same lines as an uninterrupted run on the first nodes (tasks interleave: sorted)
 	scancel "$high"
 	rm -f "$HOME_A/$T"/step[02].*
-	ref=$(submit_as alice -N2 -p low -w "$(echo $first | tr ' ' ,)" -o "$HOME_A/$T/ref.out" "$HOME_A/$T/job.sh")
+	ref=$(submit_as alice --checkpoint -N2 --ntasks-per-node=2 --gres=gpu:1 -p low -w "$(echo $first | tr ' ' ,)" -o "$HOME_A/$T/ref.out" "$HOME_A/$T/job.sh")
 	wait_job "$ref" COMPLETED 400
 	diff <(sort "$HOME_A/$T/ref.out") <(job_output "$HOME_A/$T/job.out" | sort)
 }
@@ -184,7 +184,7 @@ EOF2
 	as_alice scontrol requeue "$job"
 	wait_restarts "$job" 1 240
 	grep -q '"op":"vacate-node"' "$CKROOT/$job/LOG"
-	grep '"event":"start"' "$CKROOT/$job/LOG" | tail -n 1 | grep -q "\"restored_from\":$(latest "$job")"
+	run_start "$job" 1 60 | grep -q "\"restored_from\":$(latest "$job")"
 	wait_file 120 "$HOME_A/$T/job.out" 'iteration'
 
 	# kfdcr requeue: checkpoint now, then requeue
@@ -203,7 +203,7 @@ EOF2
 	cp "$conf" "$BATS_TEST_TMPDIR/plugstack.conf"
 	sed -i "s|\$| criu=$KFDCR_SRCDIR/tests/system/fault-criu|" "$conf"
 	rm -f /run/kfdcr-fault
-	job=$(submit_as alice --checkpoint=10s -N2 -p low -o "$HOME_A/$T/job.out" \
+	job=$(submit_as alice --checkpoint=10s -N2 --gres=gpu:1 -p low -o "$HOME_A/$T/job.out" \
 		--wrap "srun -N2 --ntasks-per-node=1 --gres=gpu:1 -l $WL $ARGS")
 	wait_for 240 "[ -f $CKROOT/$job/LATEST ]"
 	good=$(latest "$job")
@@ -222,7 +222,7 @@ EOF2
 	run ! as_alice kfdcr requeue "$job"
 	echo "$output"
 	wait_restarts "$job" 1 240
-	grep '"event":"start"' "$CKROOT/$job/LOG" | tail -n 1 | grep -q "\"restored_from\":$good"
+	run_start "$job" 1 60 | grep -q "\"restored_from\":$good"
 	rm -f /run/kfdcr-fault
 	cp "$BATS_TEST_TMPDIR/plugstack.conf" "$conf"
 	wait_job "$job" COMPLETED 400
@@ -246,7 +246,7 @@ EOF2
 	scontrol release "$job"
 	wait_restarts "$job" 1 240
 	grep -q "checkpoint 2 of job $job cannot be used: $f: .* (truncated)" "$HOME_A/$T/job.out"
-	grep '"event":"start"' "$CKROOT/$job/LOG" | tail -n 1 | grep -q '"restored_from":1'
+	run_start "$job" 1 60 | grep -q '"restored_from":1'
 	wait_job "$job" COMPLETED 400
 	[ "$(tail -n 1 "$HOME_A/$T/job.out")" = "$want" ]
 
