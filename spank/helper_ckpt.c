@@ -629,23 +629,6 @@ struct commit_info {
 	uint64_t started_ms;
 };
 
-static void nodes_of(const struct kfdcr_manifest *m, char *out, size_t len)
-{
-	size_t at = 0;
-
-	out[0] = '\0';
-	for (unsigned int i = 0; i < m->ntasks; i++) {
-		char pat[80];
-
-		if (m->tasks[i].state != KFDCR_TASK_IMAGE)
-			continue;
-		snprintf(pat, sizeof(pat), ",%s,", m->tasks[i].node);
-		if (at && strstr(out, pat + 1) && (strstr(out, pat) || !strncmp(out, pat + 1, strlen(pat + 1))))
-			continue;
-		at += snprintf(out + at, len > at ? len - at : 0, "%s%s", at ? "," : "", m->tasks[i].node);
-	}
-}
-
 /* MANIFEST, rename to the next seq, LATEST, prune, LOG.  Returns the seq. */
 static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_err *err)
 {
@@ -691,7 +674,7 @@ static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_e
 		return -1;
 	}
 	kfdcr_prune(h->jobfd, h->keep, (unsigned int)seq);
-	nodes_of(&m, nodes, sizeof(nodes));
+	kfdcr_manifest_nodes(&m, nodes, sizeof(nodes));
 	log_event(h, "{\"time\":%llu,\"event\":\"checkpoint\",\"ok\":true,\"seq\":%d,\"op\":\"%s\",\"run\":%u,"
 		  "\"batch\":\"%s\",\"duration_ms\":%llu,\"bytes\":%llu,\"tasks\":%u,\"files\":%u,"
 		  "\"nodes\":\"%s\"}", (unsigned long long)(kfdcr_now_ms() / 1000), seq, ci->op, ci->run,

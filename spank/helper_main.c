@@ -663,8 +663,8 @@ static void restore_task(struct helper *h, int taskfd)
 {
 	struct kfdcr_err err = { "" };
 
+	kill_init(h);	/* first: its init would report the task's end */
 	reply(h, "QUIT");
-	kill_init(h);
 	journal_start(h);
 	h->busy++;
 	if (ckpt_restore_task(h, taskfd, &err)) {

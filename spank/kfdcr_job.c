@@ -27,14 +27,17 @@
 #define TASKFILE	"TASK"
 #define IO_CHUNK	(1u << 20)
 
+/* @fmt's arguments may include err->msg itself ("%s: %s", where, err->msg). */
 int kfdcr_errf(struct kfdcr_err *err, const char *fmt, ...)
 {
+	char buf[sizeof(err->msg)];
 	va_list ap;
 
 	if (err) {
 		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		vsnprintf(buf, sizeof(buf), fmt, ap);
 		va_end(ap);
+		memcpy(err->msg, buf, sizeof(buf));
 	}
 	return -1;
 }
@@ -1437,6 +1440,24 @@ out:
 	if (ret)
 		kfdcr_manifest_free(m);
 	return ret;
+}
+
+void kfdcr_manifest_nodes(const struct kfdcr_manifest *m, char *out, size_t len)
+{
+	size_t at = 0;
+
+	out[0] = '\0';
+	for (unsigned int i = 0; i < m->ntasks; i++) {
+		const char *n = m->tasks[i].node;
+		bool seen = false;
+
+		if (m->tasks[i].state != KFDCR_TASK_IMAGE || !strcmp(n, "-"))
+			continue;
+		for (unsigned int k = 0; k < i && !seen; k++)
+			seen = m->tasks[k].state == KFDCR_TASK_IMAGE && !strcmp(m->tasks[k].node, n);
+		if (!seen && at < len)
+			at += snprintf(out + at, len - at, "%s%s", at ? "," : "", n);
+	}
 }
 
 const struct kfdcr_mtask *kfdcr_manifest_task(const struct kfdcr_manifest *m, long step, uint32_t task)

@@ -227,6 +227,8 @@ typedef void (*kfdcr_progress_fn)(void *arg, uint64_t done_bytes, uint64_t total
 int kfdcr_manifest_verify(int ckptfd, const struct kfdcr_manifest *m, uint32_t job, uid_t uid,
 			  kfdcr_progress_fn progress, void *arg, struct kfdcr_err *err);
 const struct kfdcr_mtask *kfdcr_manifest_task(const struct kfdcr_manifest *m, long step, uint32_t task);
+/* The nodes of the dumped tasks, comma-separated, each once. */
+void kfdcr_manifest_nodes(const struct kfdcr_manifest *m, char *out, size_t len);
 
 /* ---- the job folder ---- */
 

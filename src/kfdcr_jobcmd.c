@@ -161,30 +161,6 @@ struct ckpt_info {
 	char err[512];
 };
 
-static void manifest_nodes(const struct kfdcr_manifest *m, char *out, size_t len)
-{
-	size_t at = 0;
-
-	out[0] = '\0';
-	for (unsigned int i = 0; i < m->ntasks; i++) {
-		const char *n = m->tasks[i].node;
-		char pat[80];
-		bool seen;
-
-		if (m->tasks[i].state != KFDCR_TASK_IMAGE || !strcmp(n, "-"))
-			continue;
-		snprintf(pat, sizeof(pat), ",%s,", n);
-		{
-			char tmp[600];
-
-			snprintf(tmp, sizeof(tmp), ",%s,", out);
-			seen = strstr(tmp, pat) != NULL;
-		}
-		if (!seen)
-			at += snprintf(out + at, len > at ? len - at : 0, "%s%s", at ? "," : "", n);
-	}
-}
-
 static int load_ckpts(int jobfd, struct ckpt_info **out, unsigned int *n, unsigned int *latest)
 {
 	unsigned int *seqs = NULL, ns = 0;
@@ -208,7 +184,7 @@ static int load_ckpts(int jobfd, struct ckpt_info **out, unsigned int *n, unsign
 		fd = openat(jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd >= 0 && !kfdcr_manifest_read(fd, &ci->m, &err)) {
 			ci->ok = true;
-			manifest_nodes(&ci->m, ci->nodes, sizeof(ci->nodes));
+			kfdcr_manifest_nodes(&ci->m, ci->nodes, sizeof(ci->nodes));
 		} else {
 			snprintf(ci->err, sizeof(ci->err), "%s", fd < 0 ? strerror(errno) : err.msg);
 		}

@@ -79,6 +79,11 @@ preempt_node() { # NODE [SECS]
 }
 
 spank_teardown() {
+	# the fault-injection test's changes
+	rm -f /run/kfdcr-fault
+	if [ -f "$BATS_TEST_TMPDIR/plugstack.conf" ]; then
+		cp "$BATS_TEST_TMPDIR/plugstack.conf" /etc/slurm/plugstack.conf
+	fi
 	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then
 		show_daemon_logs
 		local f
