@@ -102,6 +102,7 @@ EOF2
 	[ "$ms" -lt $((grace * 1000)) ]
 	# restored (not started again) on the other node's GPU, another gpu_id
 	log=$CKROOT/$job/run.1/restore.step.batch.task.0/restore.log
+	wait_for 120 "grep -q 'Restore finished successfully' $log"
 	grep 'local GPU' "$log"
 	ids2=$(sed -n 's/.*-> local GPU \(0x[0-9a-f]*\).*/\1/p' "$log" | head -n 1)
 	[ -n "$ids2" ] && [ "$ids2" != "$ids1" ]
