@@ -67,10 +67,13 @@ latest() {
 	cat "$CKROOT/$1/LATEST" 2>/dev/null || echo 0
 }
 
-# Without Slurm's own line about a requeue (slurmstepd writes it into the
-# job's output; it is not the job's output).
+# The job's output without Slurm's own notices of the requeue: slurmstepd's
+# "*** JOB/STEP ... CANCELLED ... DUE TO JOB REQUEUE ***" (for a step
+# prefixed by srun -l's task label) and srun's "Job step aborted".  They
+# are Slurm's messages about the first run, not the job's output.
 job_output() {
-	grep -v -E '^slurmstepd(-[a-z0-9]+)?: error: \*\*\* JOB [0-9]+ ON [a-z0-9]+ CANCELLED AT .* DUE TO (JOB REQUEUE|PREEMPTION) \*\*\*$' "$1"
+	grep -v -E -e '^([0-9]+: )?slurmstepd(-[a-z0-9]+)?: error: \*\*\* (JOB|STEP) [0-9.]+ ON [a-z0-9]+ CANCELLED AT .* DUE TO (JOB REQUEUE|PREEMPTION) \*\*\*$' \
+		-e '^srun: Job step aborted: Waiting up to [0-9]+ seconds for job step to finish\.$' "$1"
 }
 
 # A high-priority job of bob's that takes NODE, for preemption.
