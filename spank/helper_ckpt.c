@@ -417,6 +417,16 @@ static void fill_task_rec(struct helper *h, struct kfdcr_task_rec *t)
 	}
 }
 
+/* Has the task's init ended (or been reaped already)? */
+static bool task_gone(struct helper *h)
+{
+	siginfo_t si = { 0 };
+
+	if (h->init <= 0)
+		return true;
+	return waitid(P_PID, h->init, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == h->init;
+}
+
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
 {
 	char dfd[32], pid[16], *argv[20];
@@ -440,6 +450,12 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 	hlog(h, "dumping init %d into %s (%s)", (int)h->init, dfd, op == OP_CONTINUE ? "continue" : "vacate");
 	rc = run_criu(h, argv, &taskfd, 1, NULL, h->site.timeout);
 	t.dump_ms = kfdcr_now_ms() - t0;
+	if (rc && task_gone(h)) {
+		/* it ended meanwhile: the journal will say how, not a failure */
+		hlog(h, "the task ended during its dump");
+		kfdcr_task_free(&t);
+		return -ESRCH;
+	}
 	if (rc) {
 		t.state = KFDCR_TASK_FAILED;
 		if (rc == -ETIMEDOUT)
@@ -919,7 +935,11 @@ static int coordinate(struct helper *h, enum helper_op op)
 out:
 	if (ckfd >= 0)
 		close(ckfd);
-	if (ret) {
+	if (ret && task_gone(h) && op == OP_CONTINUE) {
+		/* the job ended during its checkpoint: nothing to say */
+		kfdcr_rmtree(h->jobfd, tmpname);
+		hlog(h, "checkpoint abandoned: the batch script ended");
+	} else if (ret) {
 		kfdcr_rmtree(h->jobfd, tmpname);
 		log_failure(h, opname, t0, err.msg);
 		hsay(h, "checkpoint of job %u failed: %s; the previous checkpoint stays valid", h->job, err.msg);

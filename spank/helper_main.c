@@ -593,15 +593,16 @@ void helper_poll_signals(struct helper *h, int ms)
 	}
 }
 
+/* The next periodic checkpoint: INTERVAL after the last one ended (or the start). */
 static void arm_timer(struct helper *h)
 {
 	struct itimerspec its = { 0 };
 
 	if (!h->batch || !h->opts.interval)
 		return;
-	h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (h->tfd < 0)
+		h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	its.it_value.tv_sec = h->opts.interval;
-	its.it_interval.tv_sec = h->opts.interval;
 	if (h->tfd >= 0)
 		timerfd_settime(h->tfd, 0, &its, NULL);
 }
@@ -638,6 +639,7 @@ static __attribute__((noreturn)) void loop(struct helper *h)
 
 			h->ckpt_pending = false;
 			ckpt_coordinate(h, op);
+			arm_timer(h);
 		}
 		if (init_dead && !h->vacated)
 			finish(h);

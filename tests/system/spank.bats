@@ -166,9 +166,9 @@ EOF2
 @test "spank: --checkpoint=INTERVAL keeps the job running with restorable checkpoints, --checkpoint-keep prunes; scontrol requeue and kfdcr requeue both restore it" {
 	want=$("$WL" --cpu $ARGS | tail -n 1)
 	# long enough for three periodic checkpoints and two requeues
-	ARGS="--gpus 1 --iterations 5000 --seed 7 --progress 250"
+	ARGS="--gpus 1 --iterations 4000 --seed 7 --progress 200"
 	want=$("$WL" --cpu $ARGS | tail -n 1)
-	job=$(submit_as alice --checkpoint=8s --checkpoint-keep=2 -p low --gres=gpu:1 \
+	job=$(submit_as alice --checkpoint=10s --checkpoint-keep=2 -p low --gres=gpu:1 \
 		-o "$HOME_A/$T/job.out" --wrap "$WL $ARGS")
 	wait_for 300 "[ \$(grep -c '\"ok\":true' $CKROOT/$job/LOG 2>/dev/null) -ge 3 ]"
 	ckpt_log "$job"
