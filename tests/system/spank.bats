@@ -28,8 +28,11 @@ teardown() {
 	spank_teardown
 }
 
-# kfd-workload arguments long enough to preempt it in the middle.
+# kfd-workload arguments long enough to preempt it in the middle; LONG for
+# jobs that see several checkpoints and requeues (the checkpoints freeze
+# them for seconds each in this emulated VM).
 ARGS="--gpus 1 --iterations 2000 --seed 7 --progress 100"
+LONG="--gpus 1 --iterations 6000 --seed 7 --progress 300"
 
 @test "spank: bad option values are refused at submission, naming the option" {
 	run ! as_alice sbatch --checkpoint-keep=0 --wrap true
@@ -165,8 +168,7 @@ EOF2
 
 @test "spank: --checkpoint=INTERVAL keeps the job running with restorable checkpoints, --checkpoint-keep prunes; scontrol requeue and kfdcr requeue both restore it" {
 	want=$("$WL" --cpu $ARGS | tail -n 1)
-	# long enough for three periodic checkpoints and two requeues
-	ARGS="--gpus 1 --iterations 4000 --seed 7 --progress 200"
+	ARGS=$LONG
 	want=$("$WL" --cpu $ARGS | tail -n 1)
 	job=$(submit_as alice --checkpoint=10s --checkpoint-keep=2 -p low --gres=gpu:1 \
 		-o "$HOME_A/$T/job.out" --wrap "$WL $ARGS")
@@ -204,6 +206,7 @@ EOF2
 }
 
 @test "spank: a checkpoint failing on one node leaves the previous one valid, and the job restores from it" {
+	ARGS=$LONG
 	want=$("$WL" --cpu $ARGS | tail -n 1)
 	conf=/etc/slurm/plugstack.conf
 	cp "$conf" "$BATS_TEST_TMPDIR/plugstack.conf"
