@@ -299,6 +299,19 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	(void)av;
 	if (!wrapped_step(sp))
 		return 0;
+	/* sbatch checked it, but the user controls sbatch: check it as root too */
+	{
+		uid_t uid = 0;
+		gid_t gid = 0;
+
+		spank_get_item(sp, S_JOB_UID, &uid);
+		spank_get_item(sp, S_JOB_GID, &gid);
+		if (!kfdcr_site_user_allowed(&site, uid, gid)) {
+			slurm_error(PFX "--checkpoint: this site does not allow user %u to checkpoint jobs",
+				    (unsigned int)uid);
+			return -1;
+		}
+	}
 	spank_get_item(sp, S_JOB_ID, &job);
 	spank_get_item(sp, S_JOB_STEPID, &step);
 	spank_get_item(sp, S_TASK_GLOBAL_ID, &gtid);
