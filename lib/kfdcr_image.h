@@ -32,6 +32,9 @@
 /* Default total buffer cap, overridden by $KFDCR_BUFFER_MB. */
 #define KFDCR_IMG_DEFAULT_BUFFER_MB	64
 
+/* The largest slice (BO range of one chunk) the format allows: 8 MiB. */
+#define KFDCR_IMG_MAX_SLICE		(8u << 20)
+
 enum kfdcr_img_compression {
 	KFDCR_IMG_COMP_NONE = 0,
 	KFDCR_IMG_COMP_ZSTD = 1,

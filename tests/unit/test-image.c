@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Unit tests of lib/kfdcr_image.c: round trips through real files in a
+ * Unit tests of lib/kfdcr_image_*.c: round trips through real files in a
  * scratch directory, and every kind of damage an image can suffer.
  */
 #include <stdarg.h>

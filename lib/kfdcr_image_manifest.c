@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * DOC: image manifest
+ *
+ * Building the manifest (writer) and parsing it (kfdcr_img_open()): the
+ * header, GPU and BO records, the two blobs and the trailer, every size,
+ * offset and count checked against the file before it is used.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kfdcr_crc32c.h"
+#include "kfdcr_image_priv.h"
+
+static size_t manifest_size(const struct kfdcr_img_desc *d)
+{
+	return sizeof(struct disk_hdr) + d->num_gpus * sizeof(struct disk_gpu) +
+	       d->num_bos * sizeof(struct disk_bo) + d->priv_size + d->topo_size +
+	       sizeof(struct disk_trailer);
+}
+
+unsigned char *kfdcr_img_build_manifest(const struct kfdcr_img_desc *d, size_t *len)
+{
+	size_t size = manifest_size(d), at;
+	unsigned char *buf = calloc(1, size);
+	struct disk_hdr h = { 0 };
+	struct disk_trailer t = { 0 };
+
+	if (!buf)
+		return NULL;
+	memcpy(h.magic, IMG_MAGIC, 8);
+	h.version_major = KFDCR_IMG_VERSION_MAJOR;
+	h.version_minor = KFDCR_IMG_VERSION_MINOR;
+	h.header_size = sizeof(h);
+	h.file_size = size;
+	h.image_id = d->image_id;
+	h.created_ns = d->created_ns;
+	h.pid = d->pid;
+	h.num_gpus = d->num_gpus;
+	h.gpu_rec_size = sizeof(struct disk_gpu);
+	h.num_bos = d->num_bos;
+	h.bo_rec_size = sizeof(struct disk_bo);
+	h.gpus_off = sizeof(h);
+	h.bos_off = h.gpus_off + d->num_gpus * sizeof(struct disk_gpu);
+	h.priv_off = h.bos_off + d->num_bos * sizeof(struct disk_bo);
+	h.priv_size = d->priv_size;
+	h.topo_off = h.priv_off + d->priv_size;
+	h.topo_size = d->topo_size;
+	h.priv_crc = d->priv_crc;
+	h.topo_crc = d->topo_crc;
+	h.header_crc = HDR_CRC(&h);
+	memcpy(buf, &h, sizeof(h));
+
+	at = h.gpus_off;
+	for (unsigned int g = 0; g < d->num_gpus; g++) {
+		const struct kfdcr_img_gpu *s = &d->gpus[g];
+		struct disk_gpu r = {
+			.gpu_id = s->gpu_id, .node_id = s->node_id,
+			.compression = s->compression, .data_crc = s->data_crc,
+			.data_size = s->data_size, .stored_bytes = s->stored_bytes,
+			.num_chunks = s->num_chunks, .slice_size = s->slice_size,
+		};
+
+		for (unsigned int b = 0; b < d->num_bos; b++)
+			if (d->bos[b].has_data && d->bos[b].gpu_index == g)
+				r.num_bos++;
+		memcpy(buf + at, &r, sizeof(r));
+		at += sizeof(r);
+	}
+	for (unsigned int b = 0; b < d->num_bos; b++) {
+		const struct kfdcr_img_bo *s = &d->bos[b];
+		struct disk_bo r = {
+			.handle = s->handle, .gpu_va = s->gpu_va, .size = s->size,
+			.mmap_offset = s->mmap_offset, .alloc_flags = s->alloc_flags,
+			.gpu_index = s->gpu_index, .flags = s->has_data ? BO_F_HAS_DATA : 0,
+			.num_chunks = s->num_chunks, .data_offset = s->data_offset,
+			.stored_bytes = s->stored_bytes, .nonzero_bytes = s->nonzero_bytes,
+			.crc = s->crc,
+		};
+
+		memcpy(buf + at, &r, sizeof(r));
+		at += sizeof(r);
+	}
+	if (d->priv_size)
+		memcpy(buf + at, d->priv_data, d->priv_size);
+	at += d->priv_size;
+	if (d->topo_size)
+		memcpy(buf + at, d->topology, d->topo_size);
+	at += d->topo_size;
+	memcpy(t.magic, END_MAGIC, 8);
+	t.end_offset = at;
+	t.crc = kfdcr_crc32c(0, buf, at);
+	t.trailer_crc = kfdcr_img_trailer_crc(&t);
+	memcpy(buf + at, &t, sizeof(t));
+	*len = size;
+	return buf;
+}
+
+
+static int read_whole(int dirfd, const char *path, unsigned char **out, size_t *len,
+		      struct kfdcr_err *err)
+{
+	struct stat st;
+	unsigned char *buf = NULL;
+	size_t got = 0;
+	int fd, ret;
+
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		kfdcr_img_set_err(err, "%s: cannot open: %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		kfdcr_img_set_err(err, "%s: stat: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		kfdcr_img_set_err(err, "%s: not a regular file", path);
+		goto out;
+	}
+	if (st.st_size > (1 << 30)) {
+		ret = -EFBIG;
+		kfdcr_img_set_err(err, "%s: manifest of %lld bytes is implausibly large", path, (long long)st.st_size);
+		goto out;
+	}
+	buf = malloc(st.st_size ? st.st_size : 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		kfdcr_img_set_err(err, "out of memory");
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			kfdcr_img_set_err(err, "%s: read: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += n;
+	}
+	*out = buf;
+	*len = got;
+	buf = NULL;
+	ret = 0;
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
+#define BAD(...) do { kfdcr_img_set_err(err, __VA_ARGS__); ret = -EBADMSG; goto out; } while (0)
+
+static bool range_ok(uint64_t off, uint64_t len, uint64_t limit)
+{
+	return off <= limit && len <= limit - off;
+}
+
+static int parse_manifest(struct kfdcr_img *img, struct kfdcr_err *err)
+{
+	const unsigned char *buf = img->manifest;
+	size_t len = img->manifest_len;
+	const char *f = img->mname;
+	struct kfdcr_img_desc *d = &img->desc;
+	struct disk_hdr h;
+	struct disk_trailer t;
+	int ret = 0;
+
+	if (len < 8 || memcmp(buf, IMG_MAGIC, 8))
+		BAD("%s: not a kfdcr image manifest (bad magic)", f);
+	if (len < sizeof(h))
+		BAD("%s: truncated: %zu bytes, shorter than the header", f, len);
+	memcpy(&h, buf, sizeof(h));
+	if (h.version_major != KFDCR_IMG_VERSION_MAJOR)
+		BAD("%s: format version %u.%u is not supported (this kfdcr reads %u.x)",
+		    f, h.version_major, h.version_minor, KFDCR_IMG_VERSION_MAJOR);
+	if (h.header_size < sizeof(h) || h.header_crc != HDR_CRC(&h))
+		BAD("%s: header checksum mismatch", f);
+	if (h.file_size != len)
+		BAD("%s: %s: %zu bytes, the header says %" PRIu64, f,
+		    len < h.file_size ? "truncated" : "trailing garbage", len, h.file_size);
+	memcpy(&t, buf + len - sizeof(t), sizeof(t));
+	if (memcmp(t.magic, END_MAGIC, 8) || t.trailer_crc != kfdcr_img_trailer_crc(&t) ||
+	    t.end_offset != len - sizeof(t))
+		BAD("%s: bad trailer (truncated or overwritten)", f);
+	if (t.crc != kfdcr_crc32c(0, buf, len - sizeof(t)))
+		BAD("%s: checksum mismatch (manifest contents corrupted)", f);
+	if (h.num_gpus > MAX_GPUS || h.num_bos > MAX_BOS ||
+	    h.gpu_rec_size < sizeof(struct disk_gpu) || h.bo_rec_size < sizeof(struct disk_bo) ||
+	    !range_ok(h.gpus_off, (uint64_t)h.num_gpus * h.gpu_rec_size, len - sizeof(t)) ||
+	    !range_ok(h.bos_off, (uint64_t)h.num_bos * h.bo_rec_size, len - sizeof(t)) ||
+	    !range_ok(h.priv_off, h.priv_size, len - sizeof(t)) ||
+	    !range_ok(h.topo_off, h.topo_size, len - sizeof(t)))
+		BAD("%s: inconsistent record counts or offsets", f);
+	if (h.priv_crc != kfdcr_crc32c(0, buf + h.priv_off, h.priv_size))
+		BAD("%s: priv_data checksum mismatch", f);
+	if (h.topo_crc != kfdcr_crc32c(0, buf + h.topo_off, h.topo_size))
+		BAD("%s: topology checksum mismatch", f);
+
+	d->pid = h.pid;
+	d->version_major = h.version_major;
+	d->version_minor = h.version_minor;
+	d->image_id = h.image_id;
+	d->created_ns = h.created_ns;
+	d->priv_data = buf + h.priv_off;
+	d->priv_size = h.priv_size;
+	d->priv_crc = h.priv_crc;
+	d->topology = h.topo_size ? buf + h.topo_off : NULL;
+	d->topo_size = h.topo_size;
+	d->topo_crc = h.topo_crc;
+	d->num_gpus = h.num_gpus;
+	d->num_bos = h.num_bos;
+	d->gpus = calloc(h.num_gpus ? h.num_gpus : 1, sizeof(*d->gpus));
+	d->bos = calloc(h.num_bos ? h.num_bos : 1, sizeof(*d->bos));
+	img->data_names = calloc(h.num_gpus ? h.num_gpus : 1, sizeof(*img->data_names));
+	if (!d->gpus || !d->bos || !img->data_names) {
+		kfdcr_img_set_err(err, "out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned int g = 0; g < h.num_gpus; g++) {
+		struct disk_gpu r;
+
+		memcpy(&r, buf + h.gpus_off + (uint64_t)g * h.gpu_rec_size, sizeof(r));
+		if (r.compression > KFDCR_IMG_COMP_ZSTD)
+			BAD("%s: GPU %u: unknown compression %u", f, g, r.compression);
+		d->gpus[g] = (struct kfdcr_img_gpu){
+			.gpu_id = r.gpu_id, .node_id = r.node_id, .compression = r.compression,
+			.data_crc = r.data_crc, .data_size = r.data_size,
+			.stored_bytes = r.stored_bytes, .num_chunks = r.num_chunks,
+			.slice_size = r.slice_size,
+		};
+		if (r.slice_size < PAGE || r.slice_size > (1u << 30) || r.slice_size % PAGE)
+			BAD("%s: GPU %u: bad slice size %u", f, g, r.slice_size);
+		kfdcr_img_data_file_name(img->data_names[g], sizeof(img->data_names[g]), img->stem, g);
+	}
+	for (unsigned int b = 0; b < h.num_bos; b++) {
+		struct disk_bo r;
+		struct kfdcr_img_bo *bo = &d->bos[b];
+		uint64_t min_chunks;
+
+		memcpy(&r, buf + h.bos_off + (uint64_t)b * h.bo_rec_size, sizeof(r));
+		*bo = (struct kfdcr_img_bo){
+			.handle = r.handle, .gpu_va = r.gpu_va, .size = r.size,
+			.mmap_offset = r.mmap_offset, .alloc_flags = r.alloc_flags,
+			.gpu_index = r.gpu_index, .has_data = r.flags & BO_F_HAS_DATA,
+			.num_chunks = r.num_chunks, .crc = r.crc,
+			.data_offset = r.data_offset, .stored_bytes = r.stored_bytes,
+			.nonzero_bytes = r.nonzero_bytes,
+		};
+		if (r.gpu_index != KFDCR_IMG_NO_GPU && r.gpu_index >= h.num_gpus)
+			BAD("%s: BO %u: GPU index %u out of range", f, b, r.gpu_index);
+		if (!bo->has_data)
+			continue;
+		if (r.gpu_index == KFDCR_IMG_NO_GPU)
+			BAD("%s: BO %u: has data but no GPU", f, b);
+		min_chunks = (r.size + d->gpus[r.gpu_index].slice_size - 1) / d->gpus[r.gpu_index].slice_size;
+		if (r.num_chunks != min_chunks || r.nonzero_bytes > r.size ||
+		    !range_ok(r.data_offset, r.stored_bytes, d->gpus[r.gpu_index].data_size))
+			BAD("%s: BO %u: inconsistent data record", f, b);
+	}
+	ret = 0;
+out:
+	return ret;
+}
+
+int kfdcr_img_open(int dirfd, const char *name, struct kfdcr_img **out,
+		   struct kfdcr_err *err)
+{
+	struct kfdcr_img *img;
+	int ret;
+
+	img = calloc(1, sizeof(*img));
+	if (!img) {
+		kfdcr_img_set_err(err, "out of memory");
+		return -ENOMEM;
+	}
+	img->dirfd = dirfd;
+	ret = kfdcr_img_stem(name, img->stem, sizeof(img->stem), err);
+	if (ret)
+		goto fail;
+	snprintf(img->mname, sizeof(img->mname), "%s%s", img->stem, KFDCR_IMG_MANIFEST_SUFFIX);
+	ret = read_whole(dirfd, img->mname, &img->manifest, &img->manifest_len, err);
+	if (ret)
+		goto fail;
+	ret = parse_manifest(img, err);
+	if (ret)
+		goto fail;
+	*out = img;
+	return 0;
+fail:
+	kfdcr_img_close(img);
+	return ret;
+}
+
+const struct kfdcr_img_desc *kfdcr_img_get_desc(const struct kfdcr_img *img)
+{
+	return &img->desc;
+}
+
+const char *kfdcr_img_data_name(const struct kfdcr_img *img, unsigned int gpu_index)
+{
+	return gpu_index < img->desc.num_gpus ? img->data_names[gpu_index] : NULL;
+}
+
+void kfdcr_img_close(struct kfdcr_img *img)
+{
+	if (!img)
+		return;
+	free(img->desc.gpus);
+	free(img->desc.bos);
+	free(img->data_names);
+	free(img->manifest);
+	free(img);
+}
+
