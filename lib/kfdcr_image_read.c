@@ -241,6 +241,8 @@ static int plan_read(const struct kfdcr_img *img, size_t cap, struct rplan *p,
 	unsigned int worst = 0;
 
 	memset(p, 0, sizeof(*p));
+	if (!d->num_gpus)
+		return 0;
 	for (unsigned int g = 0; g < d->num_gpus; g++) {
 		const struct kfdcr_img_gpu *gpu = &d->gpus[g];
 		size_t w = kfdcr_img_max_chunk(gpu->slice_size, gpu->compression);
