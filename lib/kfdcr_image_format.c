@@ -8,10 +8,14 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef HAVE_ZSTD
@@ -149,4 +153,126 @@ int kfdcr_img_stem(const char *name, char *stem, size_t len, struct kfdcr_err *e
 	memcpy(stem, name, n);
 	stem[n] = '\0';
 	return 0;
+}
+
+/*
+ * Create the temporary file for @final in @dirfd under an unpredictable
+ * name, ".<final>.<16 random hex digits>.tmp", with O_EXCL|O_NOFOLLOW and
+ * mode 0600: nobody can have created it, or a link by that name, first.
+ * Returns the fd (writing) with the name in @path, or -errno.
+ */
+int kfdcr_img_create_tmp(int dirfd, const char *final, char *path, size_t len,
+			 struct kfdcr_err *err)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint64_t r;
+		int fd;
+
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
+			if (errno == EINTR)
+				continue;
+			kfdcr_img_set_err(err, "%s: getrandom: %s", final, strerror(errno));
+			return -errno;
+		}
+		if (snprintf(path, len, ".%s.%016" PRIx64 ".tmp", final, r) >= (int)len) {
+			kfdcr_img_set_err(err, "%s: name too long", final);
+			return -ENAMETOOLONG;
+		}
+		fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST) {
+			kfdcr_img_set_err(err, "%s: cannot create: %s", final, strerror(errno));
+			return -errno;
+		}
+	}
+	kfdcr_img_set_err(err, "%s: cannot create: 16 random temporary names taken", final);
+	return -EEXIST;
+}
+
+/*
+ * Write @len bytes at @buf as the temporary file for @final, fsync'd
+ * unless @no_fsync: the caller renames @path into place (or unlinks it;
+ * on failure it is gone already).
+ */
+int kfdcr_img_write_tmp(int dirfd, const char *final, const void *buf, size_t len, bool no_fsync,
+			char *path, size_t path_len, struct kfdcr_err *err)
+{
+	int fd = kfdcr_img_create_tmp(dirfd, final, path, path_len, err), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = kfdcr_img_write_all(fd, buf, len);
+	if (!ret && !no_fsync && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	if (ret) {
+		kfdcr_img_set_err(err, "%s: write failed: %s", final, strerror(-ret));
+		unlinkat(dirfd, path, 0);
+	}
+	return ret;
+}
+
+/*
+ * Read file @path of @dirfd whole into a new buffer: a regular file of at
+ * most @max bytes (-EFBIG when larger).
+ */
+int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char **out, size_t *len,
+			 struct kfdcr_err *err)
+{
+	struct stat st;
+	unsigned char *buf = NULL;
+	size_t got = 0;
+	int fd, ret;
+
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		kfdcr_img_set_err(err, "%s: cannot open: %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		kfdcr_img_set_err(err, "%s: stat: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		kfdcr_img_set_err(err, "%s: not a regular file", path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > max) {
+		ret = -EFBIG;
+		kfdcr_img_set_err(err, "%s: %lld bytes, more than the format allows (%zu)",
+				  path, (long long)st.st_size, max);
+		goto out;
+	}
+	buf = malloc(st.st_size ? st.st_size : 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		kfdcr_img_set_err(err, "out of memory");
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			kfdcr_img_set_err(err, "%s: read: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += n;
+	}
+	*out = buf;
+	*len = got;
+	buf = NULL;
+	ret = 0;
+out:
+	free(buf);
+	close(fd);
+	return ret;
 }

@@ -102,66 +102,6 @@ unsigned char *kfdcr_img_build_manifest(const struct kfdcr_img_desc *d, size_t *
 	return buf;
 }
 
-static int read_whole(int dirfd, const char *path, unsigned char **out, size_t *len,
-		      struct kfdcr_err *err)
-{
-	struct stat st;
-	unsigned char *buf = NULL;
-	size_t got = 0;
-	int fd, ret;
-
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		kfdcr_img_set_err(err, "%s: cannot open: %s", path, strerror(errno));
-		return ret;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		kfdcr_img_set_err(err, "%s: stat: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = -EINVAL;
-		kfdcr_img_set_err(err, "%s: not a regular file", path);
-		goto out;
-	}
-	if (st.st_size > KFDCR_IMG_MANIFEST_MAX) {
-		ret = -EFBIG;
-		kfdcr_img_set_err(err, "%s: manifest of %lld bytes is larger than the format's maximum of %u",
-				  path, (long long)st.st_size, KFDCR_IMG_MANIFEST_MAX);
-		goto out;
-	}
-	buf = malloc(st.st_size ? st.st_size : 1);
-	if (!buf) {
-		ret = -ENOMEM;
-		kfdcr_img_set_err(err, "out of memory");
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
-			kfdcr_img_set_err(err, "%s: read: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += n;
-	}
-	*out = buf;
-	*len = got;
-	buf = NULL;
-	ret = 0;
-out:
-	free(buf);
-	close(fd);
-	return ret;
-}
-
 static bool range_ok(uint64_t off, uint64_t len, uint64_t limit)
 {
 	return off <= limit && len <= limit - off;
@@ -422,7 +362,8 @@ int kfdcr_img_open(int dirfd, const char *name, struct kfdcr_img **out,
 	if (ret)
 		goto fail;
 	snprintf(img->mname, sizeof(img->mname), "%s%s", img->stem, KFDCR_IMG_MANIFEST_SUFFIX);
-	ret = read_whole(dirfd, img->mname, &img->manifest, &img->manifest_len, err);
+	ret = kfdcr_img_read_whole(dirfd, img->mname, KFDCR_IMG_MANIFEST_MAX, &img->manifest,
+				   &img->manifest_len, err);
 	if (ret)
 		goto fail;
 	ret = parse_manifest(img, err);

@@ -183,6 +183,14 @@ double kfdcr_img_now(void);
 int kfdcr_img_write_all(int fd, const void *buf, size_t len);
 void kfdcr_img_data_file_name(char *buf, size_t len, const char *name, unsigned int g);
 int kfdcr_img_stem(const char *name, char *stem, size_t len, struct kfdcr_err *err);
+int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char **out, size_t *len,
+			 struct kfdcr_err *err);
+/* Longest temporary name for a file name of @n bytes: "." + name + ".<16 hex>.tmp" + NUL. */
+#define TMP_NAME_LEN(n)	((n) + 23)
+int kfdcr_img_create_tmp(int dirfd, const char *final, char *path, size_t len,
+			 struct kfdcr_err *err);
+int kfdcr_img_write_tmp(int dirfd, const char *final, const void *buf, size_t len, bool no_fsync,
+			char *path, size_t path_len, struct kfdcr_err *err);
 
 /* ---- kfdcr_image_manifest.c ---- */
 

@@ -56,8 +56,8 @@ struct wworker {
 	struct kfdcr_img_pool *pool;	/* while running */
 	struct kfdcr_err *err;		/* while running */
 	int dirfd;
-	char path[KFDCR_IMG_NAME_MAX + 64];	/* temporary name */
 	char final[KFDCR_IMG_NAME_MAX + 32];
+	char path[TMP_NAME_LEN(KFDCR_IMG_NAME_MAX + 32)];	/* temporary name */
 	bool created;
 	bool direct;		/* fd has O_DIRECT: write whole aligned blocks */
 
@@ -75,11 +75,6 @@ struct wworker {
 	ZSTD_CCtx *cctx;
 #endif
 };
-
-static void tmp_name(char *buf, size_t len, const char *final)
-{
-	snprintf(buf, len, ".%s.tmp.%d", final, (int)getpid());
-}
 
 /* Write the staging buffer out; with O_DIRECT keep the unaligned tail. */
 static int stage_flush(struct wworker *w, bool final)
@@ -204,22 +199,21 @@ static int write_gpu(struct wworker *w)
 	struct kfdcr_img_gpu *gpu = &d->gpus[w->gpu_index];
 	struct disk_data_hdr h = { 0 };
 	struct disk_trailer t = { 0 };
-	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
 	int ret;
 
-	w->direct = w->opts->write_io != KFDCR_IMG_IO_BUFFERED;
-	w->fd = openat(w->dirfd, w->path, flags | (w->direct ? O_DIRECT : 0), 0644);
-	if (w->fd < 0 && errno == EINVAL && w->opts->write_io == KFDCR_IMG_IO_AUTO) {
-		/* No O_DIRECT here (tmpfs, some FUSE): buffered + fsync. */
-		w->direct = false;
-		w->fd = openat(w->dirfd, w->path, flags, 0644);
-	}
-	if (w->fd < 0) {
+	w->fd = kfdcr_img_create_tmp(w->dirfd, w->final, w->path, sizeof(w->path), w->err);
+	if (w->fd < 0)
+		return w->fd;
+	w->created = true;
+	/* Set afterwards: O_CREAT|O_EXCL with O_DIRECT may create the file and then fail. */
+	w->direct = w->opts->write_io != KFDCR_IMG_IO_BUFFERED &&
+		    fcntl(w->fd, F_SETFL, O_DIRECT) == 0;
+	if (!w->direct && w->opts->write_io == KFDCR_IMG_IO_DIRECT) {
+		/* AUTO falls back to buffered + fsync (tmpfs, some FUSE); DIRECT may not. */
 		ret = -errno;
-		kfdcr_img_set_err(w->err, "%s: cannot create: %s", w->final, strerror(errno));
+		kfdcr_img_set_err(w->err, "%s: O_DIRECT: %s", w->final, strerror(errno));
 		return ret;
 	}
-	w->created = true;
 
 	memcpy(h.magic, DATA_MAGIC, 8);
 	h.version_major = KFDCR_IMG_VERSION_MAJOR;
@@ -363,13 +357,14 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		    struct kfdcr_img_stats *stats, struct kfdcr_err *err)
 {
 	struct kfdcr_img_opts opts = opts_in ? *opts_in : (struct kfdcr_img_opts){ 0 };
-	char stem[KFDCR_IMG_NAME_MAX + 1], mfinal[KFDCR_IMG_NAME_MAX + 32], mtmp[KFDCR_IMG_NAME_MAX + 64];
+	char stem[KFDCR_IMG_NAME_MAX + 1], mfinal[KFDCR_IMG_NAME_MAX + 32];
+	char mtmp[TMP_NAME_LEN(KFDCR_IMG_NAME_MAX + 32)];
 	struct wworker *ws = NULL;
 	unsigned char *man = NULL;
 	size_t slice = 0, stage = 0, mlen = 0;
 	bool mcreated = false;
 	double t0 = kfdcr_img_now();
-	int mfd = -1, ret;
+	int ret;
 	struct timespec ts;
 
 	ret = kfdcr_img_stem(name, stem, sizeof(stem), err);
@@ -427,7 +422,6 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		w->slice = slice;
 		w->stage_size = stage;
 		kfdcr_img_data_file_name(w->final, sizeof(w->final), stem, g);
-		tmp_name(w->path, sizeof(w->path), w->final);
 		w->in = aligned_alloc(PAGE, slice);
 		w->stage = aligned_alloc(DIO_ALIGN, stage);
 		w->ext = malloc((slice / PAGE / 2 + 1) * sizeof(struct disk_extent));
@@ -457,21 +451,10 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		goto out;
 	}
 	snprintf(mfinal, sizeof(mfinal), "%s%s", stem, KFDCR_IMG_MANIFEST_SUFFIX);
-	tmp_name(mtmp, sizeof(mtmp), mfinal);
-	mfd = openat(dirfd, mtmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (mfd < 0) {
-		ret = -errno;
-		kfdcr_img_set_err(err, "%s: cannot create: %s", mfinal, strerror(errno));
+	ret = kfdcr_img_write_tmp(dirfd, mfinal, man, mlen, opts.no_fsync, mtmp, sizeof(mtmp), err);
+	if (ret)
 		goto out;
-	}
 	mcreated = true;
-	ret = kfdcr_img_write_all(mfd, man, mlen);
-	if (!ret && !opts.no_fsync && fsync(mfd) < 0)
-		ret = -errno;
-	if (ret) {
-		kfdcr_img_set_err(err, "%s: write failed: %s", mfinal, strerror(-ret));
-		goto out;
-	}
 	for (unsigned int g = 0; g < desc->num_gpus; g++) {
 		if (renameat(dirfd, ws[g].path, dirfd, ws[g].final) < 0) {
 			ret = -errno;
@@ -508,7 +491,6 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 	}
 	ret = 0;
 out:
-	kfdcr_img_xclose(mfd);
 	if (mcreated)
 		unlinkat(dirfd, mtmp, 0);
 	for (unsigned int g = 0; g < desc->num_gpus; g++) {
