@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "lib/kfdcr_image.h"
+#include "io-count.h"
 
 #define PAT_SIZE	(128ul << 20)
 #define PAGE		4096ul
@@ -238,28 +239,6 @@ enum phase {
 	PH_VERIFY_RESTORE,	/* before: a verify pass, then the restore */
 };
 
-/* Bytes this process has read so far (all threads), less this read of the counter. */
-static long long rchar(void)
-{
-	static long long own;	/* what the previous call's read() added */
-	char buf[512];
-	int fd = open("/proc/self/io", O_RDONLY);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-	long long v = -1, prev_own = own;
-	const char *p;
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	own += n;
-	p = strstr(buf, "rchar: ");
-	if (p)
-		v = strtoll(p + 7, NULL, 10) - prev_own;
-	return v;
-}
-
 static int engine_restore(struct bench *b, const struct kfdcr_img_opts *o, bool verify_first,
 			  struct kfdcr_img_stats *st, struct kfdcr_err *err)
 {
@@ -296,14 +275,14 @@ static double run_engine(struct bench *b, enum phase ph, long *rss_growth_kb, si
 	drop_caches(b);
 	base = rss_mark();
 	*cpu = cpu_s(RUSAGE_SELF);
-	r0 = rchar();
+	r0 = io_rchar();
 	t0 = now_s();
 	if (ph == PH_WRITE)
 		ret = kfdcr_img_write(b->dirfd, "bench", &b->desc, &src, &o, &st, &err);
 	else
 		ret = engine_restore(b, &o, ph == PH_VERIFY_RESTORE, &st, &err);
 	t = now_s() - t0;
-	*read_bytes = rchar() - r0;
+	*read_bytes = io_rchar() - r0;
 	*cpu = cpu_s(RUSAGE_SELF) - *cpu;
 	if (ret) {
 		fprintf(stderr, "image-bench: %s: %s\n", ph == PH_WRITE ? "write" : "read", err.msg);

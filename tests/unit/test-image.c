@@ -22,6 +22,7 @@
 
 #include "lib/kfdcr_image.h"
 #include "tests/fuzz/img-fixup.h"
+#include "bench/io-count.h"
 
 #define NGPUS	2
 #define NBOS	7
@@ -882,39 +883,16 @@ static void test_field_checks(void **state)
 	}
 }
 
-/*
- * /proc/self/io rchar: bytes this process (all its threads) has read so
- * far.  This read() of the file is not in the figure yet but will be in
- * the next one: *@own says how much it adds.
- */
-static long long rchar(long long *own)
-{
-	char buf[512];
-	int fd = open("/proc/self/io", O_RDONLY);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-	const char *p;
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	*own = n;
-	p = strstr(buf, "rchar: ");
-	return p ? strtoll(p + 7, NULL, 10) : -1;
-}
-
 static long long bytes_read_by(struct fixture *f, bool verify_first)
 {
 	struct kfdcr_err err;
-	long long own, before = rchar(&own), after;
+	long long before = io_rchar();
 
 	if (verify_first && read_image(f, "p1", true, &err))
 		fail_msg("%s", err.msg);
 	if (read_image(f, "p1", false, &err))
 		fail_msg("%s", err.msg);
-	after = rchar(&(long long){ 0 });
-	return after - before - own;
+	return io_rchar() - before;
 }
 
 /*
@@ -928,7 +906,7 @@ static void test_reads_each_byte_once(void **state)
 	struct fixture *f = *state;
 	long long total;
 
-	if (rchar(&total) < 0)
+	if (io_rchar() < 0)
 		skip();	/* no task I/O accounting in this kernel */
 	write_image(f, "p1", &small_opts);
 	total = file_size(f, "p1.img") + file_size(f, "p1-gpu0.data") + file_size(f, "p1-gpu1.data");
