@@ -225,7 +225,7 @@ int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char 
 	size_t got = 0;
 	int fd, ret;
 
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);	/* a FIFO must not hang us */
 	if (fd < 0) {
 		ret = -errno;
 		kfdcr_img_set_err(err, "%s: cannot open: %s", path, strerror(errno));

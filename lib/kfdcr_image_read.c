@@ -199,7 +199,7 @@ static int open_data_file(struct kfdcr_img *img, unsigned int g, struct rfile *f
 	int ret;
 
 	f->name = img->data_names[g];
-	f->fd = openat(img->dirfd, f->name, O_RDONLY | O_CLOEXEC);
+	f->fd = openat(img->dirfd, f->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (f->fd < 0) {
 		ret = -errno;
 		kfdcr_img_set_err(err, "%s: cannot open: %s", f->name, strerror(errno));

@@ -165,7 +165,7 @@ int kfdcr_img_small_read(int dirfd, const char *name, const char *kind, void *bu
 enum kfdcr_img_file_kind kfdcr_img_file_kind(int dirfd, const char *name)
 {
 	char magic[8];
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	ssize_t n;
 
 	if (fd < 0)

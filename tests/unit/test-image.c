@@ -665,6 +665,18 @@ static void test_bad_names(void **state)
 	struct kfdcr_img *img;
 	struct kfdcr_err err;
 
+	/* A FIFO where a file should be is refused, not waited on. */
+	assert_int_equal(mkfifoat(f->dirfd, "fifo.img", 0600), 0);
+	assert_int_equal(kfdcr_img_open(f->dirfd, "fifo", &img, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "fifo.img: not a regular file"));
+	write_image(f, "p1", &small_opts);
+	assert_int_equal(unlinkat(f->dirfd, "p1-gpu0.data", 0), 0);
+	assert_int_equal(mkfifoat(f->dirfd, "p1-gpu0.data", 0600), 0);
+	assert_int_equal(read_image(f, "p1", true, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "p1-gpu0.data: not a regular file"));
+	assert_int_equal(kfdcr_img_small_read(f->dirfd, "fifo.img", NULL, NULL, 0, NULL, &err), -EINVAL);
+	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "fifo.img"), KFDCR_IMG_FILE_OTHER);
+
 	assert_int_equal(kfdcr_img_open(f->dirfd, "../x", &img, &err), -EINVAL);
 	assert_int_equal(kfdcr_img_open(f->dirfd, ".img", &img, &err), -EINVAL);
 	assert_int_equal(kfdcr_img_open(f->dirfd, "absent", &img, &err), -ENOENT);
