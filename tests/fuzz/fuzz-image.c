@@ -56,7 +56,7 @@ enum {
 };
 
 static struct {
-	char dir[64];
+	char dir[4096];
 	int dirfd;
 	/* counts, for the report */
 	unsigned long inputs, opened, restored, semantic, crc, refused_size;
@@ -263,14 +263,24 @@ static void run_input(const uint8_t *data, size_t size)
 	g.restored++;
 }
 
+/*
+ * The scratch directory the inputs are written to: $KFDCR_FUZZ_DIR when
+ * set (tests/fuzz/run sets it: libFuzzer may end without running atexit
+ * handlers, so the script removes it), else a new one in /dev/shm.
+ */
 static void setup_dir(void)
 {
 	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+	const char *given = getenv("KFDCR_FUZZ_DIR");
 
 	if (g.dirfd >= 0)
 		return;
-	snprintf(g.dir, sizeof(g.dir), "%s/kfdcr-fuzz-XXXXXX", base);
-	if (!mkdtemp(g.dir) || (g.dirfd = open(g.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	if (given && *given)
+		snprintf(g.dir, sizeof(g.dir), "%s", given);
+	else
+		snprintf(g.dir, sizeof(g.dir), "%s/kfdcr-fuzz-XXXXXX", base);
+	if ((!(given && *given) && !mkdtemp(g.dir)) ||
+	    (g.dirfd = open(g.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		perror(g.dir);
 		exit(2);
 	}
@@ -292,7 +302,8 @@ static void remove_dir(void)
 		unlinkat(g.dirfd, name, 0);
 	}
 	close(g.dirfd);
-	rmdir(g.dir);
+	if (!getenv("KFDCR_FUZZ_DIR") || !*getenv("KFDCR_FUZZ_DIR"))
+		rmdir(g.dir);	/* ours; a given one is its owner's to remove */
 	g.dirfd = -1;
 }
 
