@@ -2,8 +2,8 @@
 /*
  * DOC: KFD topology parser
  *
- * Reads the tree the kernel's kfd_topology.c exports (see
- * ../shared/reference/kfd-kernel.md §3): nodes/N/{gpu_id,name,properties},
+ * Reads the tree the kernel's kfd_topology.c exports (kernel/README.md
+ * describes kfdsim's copy of it): nodes/N/{gpu_id,name,properties},
  * nodes/N/mem_banks/M/properties and nodes/N/io_links/L/properties.  Every
  * properties line must be "<key> <unsigned>"; anything else is an error
  * naming the file and line, because a silently half-parsed GPU could be
