@@ -1042,6 +1042,10 @@ int kfdtest_restore_finish(struct kfdtest_dev *d, const struct kfdtest_image *im
 				    (unsigned long long)b->restored_offset, strerror(errno));
 			continue;
 		}
+		if (b->restored_offset == img->bos[i].offset)
+			out->offsets_kept++;
+		else
+			out->offsets_moved++;
 		if (b->alloc_flags & KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL)
 			out->doorbell_offsets[gi] = b->restored_offset;
 		else if (img->contents[i])

@@ -164,13 +164,17 @@ void kfdtest_image_free(struct kfdtest_image *img);
  * the same ids if NULL), RESTORE, map VRAM/GTT BOs at their old VAs and
  * write their contents back.  Queues stay inactive until someone RESUMEs
  * this pid.  doorbell_offsets[] receive, per image device, the mmap
- * offset of the restored doorbell BO (0 if none).
+ * offset of the restored doorbell BO (0 if none).  Every BO is mapped at
+ * its restored_offset, which KFD need not keep: offsets_moved counts the
+ * mapped BOs whose offset changed, offsets_kept the others.
  */
 struct kfdtest_restored {
 	uint32_t user_ids[KFDTEST_MAX_GPUS];
 	uint32_t actual_ids[KFDTEST_MAX_GPUS];
 	uint64_t doorbell_offsets[KFDTEST_MAX_GPUS];
 	int num_devices;
+	uint32_t offsets_moved;
+	uint32_t offsets_kept;
 };
 int kfdtest_parse_gpu_list(const char *s, uint32_t *ids, int max);
 int kfdtest_restore(struct kfdtest_dev *d, const char *dir, const uint32_t *actual_ids,
