@@ -17,9 +17,17 @@
  * back from the rings and carries on.  Nothing is derived from the
  * topology or the gpu_ids after start.
  *
+ * Zero VRAM: behind its three grids each GPU's VRAM BO has WL_ZERO_BYTES
+ * that a FILL packet clears at the start and nothing writes again.  A
+ * checkpoint therefore always holds VRAM that is partly zero, and the
+ * workload fails at the end if that memory is not zero any more (a
+ * restore that skipped zero pages of a BO, on a device whose new VRAM is
+ * not cleared, as kfdsim's and amdgpu's is not).
+ *
  * Usage: kfd-workload [options]
  *   --gpus N           GPUs to compute on (default 2)
- *   --vram-mb M        VRAM per GPU: three width x height grids (default 2)
+ *   --vram-mb M        VRAM per GPU: three width x height grids (default 2),
+ *                      plus 64 KiB that stay zero
  *   --gtt-mb M         GTT per GPU: staging grid + kernargs (default: what
  *                      the grid needs; error if smaller)
  *   --iterations I     iterations (default 20, at most 10000)
@@ -60,6 +68,7 @@
 #define WL_MAX_KFD_FDS	8
 #define WL_RING		256			/* packets per queue */
 #define WL_INIT_PKTS	3
+#define WL_ZERO_BYTES	(64 * 1024)		/* zero VRAM behind the grids */
 #define WL_ITER_PKTS	7
 
 #define ALIGN_UP(x, a)	(((x) + (a) - 1) & ~((uint64_t)(a) - 1))
@@ -85,7 +94,7 @@ struct wl_state {
 	uint32_t kfd_fds;			/* --kfd-fds */
 	uint32_t kfd_thread;			/* --kfd-thread */
 	uint64_t cells;
-	uint64_t grid_stride;			/* bytes between A0, A1, B */
+	uint64_t grid_stride;			/* bytes between A0, B, A1, zero */
 	uint32_t gpu_ids[WL_MAX_GPUS];
 	uint32_t event_ids[WL_MAX_GPUS];
 	uint32_t event_slots[WL_MAX_GPUS];
@@ -144,9 +153,17 @@ static uint64_t sig_done(const struct wl_state *st)
 	return sig_e(st, st->p.iters, 0);
 }
 
+/* grids A0 (0), A1 (1), B (2), in VRAM as A0, B, A1, then the zero bytes */
 static uint64_t grid_va(const struct wl_state *st, uint32_t g, int which)
 {
-	return st->vram_va[g] + which * st->grid_stride;
+	static const int slot[3] = { 0, 2, 1 };
+
+	return st->vram_va[g] + slot[which] * st->grid_stride;
+}
+
+static uint64_t zero_va(const struct wl_state *st, uint32_t g)
+{
+	return st->vram_va[g] + 3 * st->grid_stride;
 }
 
 static uint64_t xchg(const struct wl_state *st, uint32_t i, uint32_t g)
@@ -199,9 +216,13 @@ static void gen_packet(struct wl_state *st, uint32_t g, uint64_t k, void *pkt)
 		} else {
 			struct kfdsim_args_fill *f = args;
 
+			/* B, or A1 and the zero bytes behind it (new VRAM is not zero) */
+			uint64_t count = k == 1 ? cells :
+				(zero_va(st, g) + WL_ZERO_BYTES - grid_va(st, g, 1)) / 4;
+
 			*f = (struct kfdsim_args_fill){ .dst = grid_va(st, g, k == 1 ? 2 : 1),
-				.count = cells, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
-			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, cells, 0);
+				.count = count, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
+			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, count, 0);
 		}
 		return;
 	}
@@ -554,7 +575,8 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->xchg_va += va;
 
 	for (g = 0; g < n; g++) {
-		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride, &ids[g], 1, &st->vram_va[g]);
+		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride + WL_ZERO_BYTES, &ids[g], 1,
+			       &st->vram_va[g]);
 		if (!ret)
 			ret = alloc_bo(wl, ids[g], KFDTEST_MEM_GTT, gtt_bytes, &ids[g], 1,
 				       &st->staging_va[g]);
@@ -666,6 +688,29 @@ static int restore(struct wl *wl, const char *dir)
 	for (g = 0; g < st->p.ngpus; g++)
 		kfdtest_queue_ring(&wl->q[g]);
 	return 0;
+}
+
+/* The zero bytes behind each GPU's grids must still be zero. */
+static int check_zero_vram(const struct wl *wl)
+{
+	const struct wl_state *st = wl->st;
+	uint32_t g, i, bad;
+	int ret = 0;
+
+	for (g = 0; g < st->p.ngpus; g++) {
+		const volatile uint32_t *z = kfdtest_ptr(zero_va(st, g));
+
+		for (i = 0, bad = 0; i < WL_ZERO_BYTES / 4; i++)
+			bad += z[i] != 0;
+		if (bad) {
+			ERR("GPU %u: %u words of the VRAM at 0x%" PRIx64 " that was cleared at the start "
+			    "are not zero (first 0x%08x)", g, bad, zero_va(st, g), z[0]);
+			ret = -EIO;
+		}
+	}
+	if (!ret)
+		printf("%s: %u KiB of zero VRAM per GPU still zero\n", prog, WL_ZERO_BYTES / 1024);
+	return ret;
 }
 
 static int teardown(struct wl *wl)
@@ -875,9 +920,10 @@ int main(int argc, char **argv)
 	}
 	result = *(volatile uint64_t *)kfdtest_ptr(wl.st->final_va);
 	wl.st->finished = 1;
+	c = check_zero_vram(&wl);
 	ret = teardown(&wl);
 	if (ret)
 		ERR("teardown failed: %s", strerror(-ret));
 	printf("result: 0x%016" PRIx64 "\n", result);
-	return ret ? 1 : 0;
+	return ret || c ? 1 : 0;
 }
