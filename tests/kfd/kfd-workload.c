@@ -28,6 +28,13 @@
  *   --progress K       print a progress line every K iterations (default 1,
  *                      0 for none)
  *   --ring-mem gtt|userptr   memory of the queue rings (default userptr)
+ *   --vram-zero-kb K   K KiB more VRAM per GPU after the grids, every other
+ *                      page zero, the others a pattern: written at start,
+ *                      checked at the end (a restore must bring back zero
+ *                      pages too; new VRAM is not zeroed)
+ *   --extra-kfd open|thread  also hold a second /dev/kfd fd, opened by the
+ *                      main thread, or by a second thread that uses it
+ *                      (GET_VERSION) until the end; checked at the end
  *   --cpu              compute the same result on the CPU only
  *   --restore DIR      continue a checkpointed run (see kfd-ckpt restore;
  *                      $KFDTEST_RESTORE_GPUS maps its GPUs)
@@ -35,8 +42,11 @@
  * The last line is "result: 0x<16 hex digits>".
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +101,7 @@ struct wl_state {
 	uint64_t results_va;
 	uint64_t final_va;
 	uint64_t xchg_va;
+	uint64_t zero_pad;			/* bytes after the grids */
 	uint32_t nbos;
 	uint32_t pad;
 	struct wl_bo bos[WL_MAX_BOS];
@@ -101,6 +112,12 @@ struct wl {
 	struct wl_state *st;
 	struct kfdtest_queue q[WL_MAX_GPUS];
 	uint32_t seen;				/* iterations reported */
+	/* --extra-kfd */
+	int extra_fd;
+	pthread_t extra_thread;
+	bool extra_threaded;
+	volatile bool extra_stop;
+	volatile int extra_err;			/* errno of a failed GET_VERSION */
 };
 
 static const char *prog = "kfd-workload";
@@ -311,6 +328,110 @@ static int run(struct wl *wl)
 }
 
 /*********************************************************************
+ * --vram-zero-kb and --extra-kfd
+ *********************************************************************/
+
+static uint32_t pad_word(uint64_t page, uint64_t w)
+{
+	return page % 2 ? 0 : 0x5a000000u | (uint32_t)(page << 12) | (uint32_t)(w & 0xfff) | 1;
+}
+
+static uint32_t *pad_of(const struct wl_state *st, uint32_t g)
+{
+	return kfdtest_ptr(grid_va(st, g, 3));
+}
+
+static void pad_fill(const struct wl_state *st)
+{
+	uint64_t words = st->zero_pad / 4, j;
+	uint32_t g;
+
+	for (g = 0; g < st->p.ngpus; g++)
+		for (j = 0; j < words; j++)
+			pad_of(st, g)[j] = pad_word(j / 1024, j % 1024);
+}
+
+static int pad_check(const struct wl_state *st)
+{
+	uint64_t words = st->zero_pad / 4, j;
+	uint32_t g;
+
+	for (g = 0; g < st->p.ngpus; g++) {
+		for (j = 0; j < words; j++) {
+			uint32_t v = pad_of(st, g)[j], want = pad_word(j / 1024, j % 1024);
+
+			if (v != want) {
+				ERR("GPU %u: VRAM after the grids, page %" PRIu64 " word %" PRIu64 ": 0x%x, not 0x%x",
+				    g, j / 1024, j % 1024, v, want);
+				return -EIO;
+			}
+		}
+	}
+	return 0;
+}
+
+static int extra_version(struct wl *wl)
+{
+	struct kfd_ioctl_get_version_args v = { 0 };
+
+	return ioctl(wl->extra_fd, AMDKFD_IOC_GET_VERSION, &v) ? errno : 0;
+}
+
+static void *extra_thread(void *arg)
+{
+	struct wl *wl = arg;
+
+	while (!wl->extra_stop && !wl->extra_err) {
+		wl->extra_err = extra_version(wl);
+		usleep(20000);
+	}
+	return NULL;
+}
+
+static void *extra_thread_open(void *arg)
+{
+	struct wl *wl = arg;
+
+	wl->extra_fd = open("/dev/kfd", O_RDWR | O_CLOEXEC);
+	if (wl->extra_fd < 0) {
+		wl->extra_err = errno;
+		return NULL;
+	}
+	return extra_thread(arg);
+}
+
+/* A second /dev/kfd file: opened here, or by a thread of its own. */
+static int extra_start(struct wl *wl, bool threaded)
+{
+	int ret;
+
+	wl->extra_threaded = threaded;
+	if (threaded) {
+		ret = pthread_create(&wl->extra_thread, NULL, extra_thread_open, wl);
+		return -ret;
+	}
+	wl->extra_fd = open("/dev/kfd", O_RDWR | O_CLOEXEC);
+	return wl->extra_fd < 0 ? -errno : 0;
+}
+
+static int extra_finish(struct wl *wl)
+{
+	if (wl->extra_threaded) {
+		wl->extra_stop = true;
+		pthread_join(wl->extra_thread, NULL);
+	} else if (!wl->extra_err) {
+		wl->extra_err = extra_version(wl);
+	}
+	if (wl->extra_err) {
+		ERR("the second /dev/kfd fd (%s): GET_VERSION: %s",
+		    wl->extra_threaded ? "its thread's" : "main thread's", strerror(wl->extra_err));
+		return -wl->extra_err;
+	}
+	close(wl->extra_fd);
+	return 0;
+}
+
+/*********************************************************************
  * setup and teardown
  *********************************************************************/
 
@@ -344,7 +465,8 @@ static int alloc_bo(struct wl *wl, uint32_t gpu_id, enum kfdtest_mem mem, uint64
 }
 
 static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes,
-		 uint64_t gtt_bytes, uint32_t progress, enum kfdtest_mem ring_mem)
+		 uint64_t gtt_bytes, uint32_t progress, enum kfdtest_mem ring_mem,
+		 uint64_t zero_pad)
 {
 	struct kfdtest_dev *d = &wl->dev;
 	uint32_t ids[WL_MAX_GPUS], g, i, n = p->ngpus;
@@ -396,6 +518,7 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->ring_packets = WL_RING;
 	st->cells = cells;
 	st->grid_stride = stride;
+	st->zero_pad = zero_pad;
 	memcpy(st->gpu_ids, ids, sizeof(ids[0]) * n);
 
 	ret = alloc_bo(wl, ids[0], KFDTEST_MEM_GTT, KFDTEST_EVENTS_PAGE, ids, n, &st->events_va);
@@ -418,7 +541,8 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->xchg_va += va;
 
 	for (g = 0; g < n; g++) {
-		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride, &ids[g], 1, &st->vram_va[g]);
+		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride + zero_pad, &ids[g], 1,
+			       &st->vram_va[g]);
 		if (!ret)
 			ret = alloc_bo(wl, ids[g], KFDTEST_MEM_GTT, gtt_bytes, &ids[g], 1,
 				       &st->staging_va[g]);
@@ -467,6 +591,7 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 		if (ret)
 			return ret;
 	}
+	pad_fill(st);
 	st->magic = WL_MAGIC;
 	__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 	printf("%s: ready: pid %d, %u GPUs (", prog, getpid(), n);
@@ -572,7 +697,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s [--gpus N] [--vram-mb M] [--gtt-mb M] [--iterations I] [--seed S]\n"
-		"       [--width W] [--progress K] [--ring-mem gtt|userptr] [--verbose]\n"
+		"       [--width W] [--progress K] [--ring-mem gtt|userptr] [--vram-zero-kb K]\n"
+		"       [--extra-kfd open|thread] [--verbose]\n"
 		"       %s --cpu [same options]\n"
 		"       %s --restore DIR   (normally run by: kfd-ckpt restore DIR)\n"
 		"Runs a deterministic stencil/scaled-add/checksum computation on N kfdsim GPUs\n"
@@ -604,6 +730,8 @@ int main(int argc, char **argv)
 		{ "width", required_argument, NULL, 'w' },
 		{ "progress", required_argument, NULL, 'p' },
 		{ "ring-mem", required_argument, NULL, 'r' },
+		{ "vram-zero-kb", required_argument, NULL, 'z' },
+		{ "extra-kfd", required_argument, NULL, 'e' },
 		{ "cpu", no_argument, NULL, 'c' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'V' },
@@ -611,7 +739,8 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct kfdw_params p = { .ngpus = 2, .width = 256, .iters = 20, .seed = 1 };
-	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, result;
+	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, result, zero_kb = 0;
+	const char *extra = NULL;
 	enum kfdtest_mem ring_mem = KFDTEST_MEM_USERPTR;
 	const char *restore_dir = NULL;
 	bool cpu = false, verbose = false;
@@ -662,6 +791,18 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'z':
+			if (parse_u64("--vram-zero-kb", optarg, 0, 1 << 20, &zero_kb))
+				return 2;
+			zero_kb = ALIGN_UP(zero_kb, 4);
+			break;
+		case 'e':
+			if (strcmp(optarg, "open") && strcmp(optarg, "thread")) {
+				ERR("--extra-kfd: invalid value \"%s\" (want open or thread)", optarg);
+				return 2;
+			}
+			extra = optarg;
+			break;
 		case 'c':
 			cpu = true;
 			break;
@@ -707,7 +848,9 @@ int main(int argc, char **argv)
 		ret = restore(&wl, restore_dir);
 	else
 		ret = setup(&wl, &p, vram_mb * 1024 * 1024, gtt_mb * 1024 * 1024,
-			    progress, ring_mem);
+			    progress, ring_mem, zero_kb * 1024);
+	if (!ret && extra && !restore_dir)
+		ret = extra_start(&wl, !strcmp(extra, "thread"));
 	if (ret) {
 		ERR("%s failed: %s", restore_dir ? "restore" : "setup", strerror(-ret));
 		return 1;
@@ -717,6 +860,8 @@ int main(int argc, char **argv)
 		ERR("run failed: %s", strerror(-ret));
 		return 1;
 	}
+	if (pad_check(wl.st) || (extra && !restore_dir && extra_finish(&wl)))
+		return 1;
 	result = *(volatile uint64_t *)kfdtest_ptr(wl.st->final_va);
 	wl.st->finished = 1;
 	ret = teardown(&wl);
