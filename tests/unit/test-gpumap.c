@@ -191,6 +191,17 @@ static void test_property_mismatch(void **state)
  * checkpointed GPU, or ruled out by a named property (not "every matching
  * target is taken").
  */
+/* Two alike GPUs onto 0x2000 and 0x2001 (to be changed by the caller). */
+static void two_onto_two(struct pair *p)
+{
+	fx_init(&p->src, 1);
+	fx_gpu(&p->src, 0x1000, 0, -1);
+	fx_gpu(&p->src, 0x1001, 0, -1);
+	fx_init(&p->dst, 1);
+	fx_gpu(&p->dst, 0x2000, 0, -1);
+	fx_gpu(&p->dst, 0x2001, 0, -1);
+}
+
 static void test_failure_names_each_target(void **state)
 {
 	struct pair p;
@@ -198,12 +209,7 @@ static void test_failure_names_each_target(void **state)
 	struct kfdcr_err err;
 	const uint32_t gpus[] = { 0x1000, 0x1001 };
 
-	fx_init(&p.src, 1);
-	fx_gpu(&p.src, 0x1000, 0, -1);
-	fx_gpu(&p.src, 0x1001, 0, -1);
-	fx_init(&p.dst, 1);
-	fx_gpu(&p.dst, 0x2000, 0, -1);
-	fx_gpu(&p.dst, 0x2001, 0, -1);
+	two_onto_two(&p);
 	p.dst.gpus[1].vram_mb = 16384;
 	build(&p);
 	assert_int_equal(map(&p, gpus, 2, NULL, NULL, m, &err), -ENOENT);
@@ -214,12 +220,7 @@ static void test_failure_names_each_target(void **state)
 	destroy(&p);
 
 	/* Another device id: named with both values. */
-	fx_init(&p.src, 1);
-	fx_gpu(&p.src, 0x1000, 0, -1);
-	fx_gpu(&p.src, 0x1001, 0, -1);
-	fx_init(&p.dst, 1);
-	fx_gpu(&p.dst, 0x2000, 0, -1);
-	fx_gpu(&p.dst, 0x2001, 0, -1);
+	two_onto_two(&p);
 	p.dst.gpus[1].device_id = 29631;
 	build(&p);
 	assert_int_equal(map(&p, gpus, 2, NULL, NULL, m, &err), -ENOENT);
