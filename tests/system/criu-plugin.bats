@@ -44,6 +44,7 @@ setup() {
 
 teardown() {
 	[ -n "${WL_PID:-}" ] && kill -9 "$WL_PID" 2>/dev/null
+	[ -n "${NB_PID:-}" ] && kill -9 "$NB_PID" 2>/dev/null
 	[ -n "${LAZY_PID:-}" ] && kill -9 "$LAZY_PID" 2>/dev/null
 	pkill -9 -f kfd-workload || true
 	if mountpoint -q /run/kfdcr-devcg; then
@@ -120,6 +121,15 @@ expected_result() {
 	"$WL" --cpu "${WL_ARGS[@]}" | sed -n 's/^result: //p'
 }
 
+# A neighbour on the GPUs (another job of the node): its BOs take the
+# render-node mmap offsets a freshly loaded kfdsim would hand out first,
+# so a restored process's BOs get other offsets than at its dump.
+start_neighbour() {
+	setsid "$WL" --gpus 2 --iterations 10000 --progress 1 </dev/null >"$WORK/nb.out" 2>&1 &
+	NB_PID=$!
+	wait_for 120 "grep -q 'iteration 1/' $WORK/nb.out"
+}
+
 # Wait for the (restored) workload to print its result; echo it.
 final_result() {
 	wait_for 300 "grep -q '^result: ' $WORK/wl.out" || return 1
@@ -156,17 +166,23 @@ criu_restore() { # DIR [criu options]
 	new_ids=$(gpu_ids)
 	echo "gpu_ids before: $old_ids after: $new_ids"
 	[ "$old_ids" != "$new_ids" ]
+	start_neighbour
 	criu_restore "$WORK/img"
 	grep -q 'kfdcr_plugin: pid .*: GPU queues resumed' "$LOGP-restore.log"
 
 	# criu took every device mapping's new offset from the plugin: the
 	# doorbells' (/dev/kfd, criu opens it: fd -1) and the BOs' through
-	# the render file of their new GPU.
+	# the render file of their new GPU, at other offsets than at the dump.
 	grep 'New mmap' "$LOGP-restore.log"
 	echo "device mappings at the dump: $kfd_vmas /dev/kfd, $render_vmas render"
 	[ "$kfd_vmas" -ge 2 ] && [ "$render_vmas" -ge 2 ]
 	[ "$(grep -c 'New mmap .* fd -1$' "$LOGP-restore.log")" -eq "$kfd_vmas" ]
 	[ "$(grep -cE 'New mmap .* fd [0-9]+$' "$LOGP-restore.log")" -eq "$render_vmas" ]
+	moved=$(sed -n 's/.*New mmap 0x[0-9a-f]*:\(0x[0-9a-f]*\)->\(0x[0-9a-f]*\) fd [0-9][0-9]*$/\1 \2/p' \
+		"$LOGP-restore.log" | awk '$1 != $2' | wc -l)
+	echo "render mappings at another offset: $moved"
+	[ "$moved" -eq "$render_vmas" ]
+	kill -9 "$NB_PID"
 
 	# The restored process has its own fds back, plus one render fd per
 	# GPU (KFD's drm files) above all of them: no fd per mapping.
@@ -198,6 +214,17 @@ criu_restore() { # DIR [criu options]
 	zeroed=$(sed -n 's/.*; \([0-9]*\) bytes of zero pages written into VRAM.*/\1/p' "$LOGP-restore.log")
 	echo "zero pages written into VRAM: $zeroed bytes"
 	[ "$zeroed" -ge $((2 * 512 * 1024)) ]
+
+	# Each byte is read once: the restored task (criu restores its
+	# memory, the plugin its GPU state, both inside it) read less than
+	# all the images hold plus 1 MiB of /proc and sysfs; reading the
+	# BO data twice would not fit.
+	data=$(cat "$WORK"/img/kfdcr-kfd-*.data | wc -c)
+	all=$(cat "$WORK"/img/* | wc -c)
+	rchar=$(sed -n 's/^rchar: //p' "/proc/$WL_PID/io")
+	echo "read by the restored task: $rchar bytes; images: $all bytes, $data of BO data"
+	[ "$data" -gt $((4 << 20)) ]
+	[ "$rchar" -lt $((all + (1 << 20))) ]
 	got=$(final_result)
 	[ "$got" = "$want" ]
 }
