@@ -29,6 +29,44 @@
 
 #define KFDSIM_IOC_FLAG_CHECKPOINT_RESTORE	BIT(0)
 
+/* the ABI of KFD 1.11 (Linux 6.1), whatever header we are built against */
+static_assert(sizeof(struct kfd_ioctl_get_version_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_create_queue_args) == 88);
+static_assert(sizeof(struct kfd_ioctl_destroy_queue_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_update_queue_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_set_cu_mask_args) == 16);
+static_assert(sizeof(struct kfd_ioctl_get_queue_wave_state_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_set_memory_policy_args) == 32);
+static_assert(sizeof(struct kfd_ioctl_get_clock_counters_args) == 40);
+static_assert(sizeof(struct kfd_process_device_apertures) == 56);
+static_assert(sizeof(struct kfd_ioctl_get_process_apertures_args) == 400);
+static_assert(sizeof(struct kfd_ioctl_get_process_apertures_new_args) == 16);
+static_assert(sizeof(struct kfd_ioctl_create_event_args) == 32);
+static_assert(sizeof(struct kfd_ioctl_destroy_event_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_set_event_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_reset_event_args) == 8);
+static_assert(sizeof(struct kfd_hsa_memory_exception_data) == 32);
+static_assert(sizeof(struct kfd_event_data) == 48);
+static_assert(sizeof(struct kfd_ioctl_wait_events_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_set_scratch_backing_va_args) == 16);
+static_assert(sizeof(struct kfd_ioctl_get_tile_config_args) == 40);
+static_assert(sizeof(struct kfd_ioctl_set_trap_handler_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_acquire_vm_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_alloc_memory_of_gpu_args) == 40);
+static_assert(sizeof(struct kfd_ioctl_free_memory_of_gpu_args) == 8);
+static_assert(sizeof(struct kfd_ioctl_get_available_memory_args) == 16);
+static_assert(sizeof(struct kfd_ioctl_map_memory_to_gpu_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_unmap_memory_from_gpu_args) == 24);
+static_assert(sizeof(struct kfd_ioctl_alloc_queue_gws_args) == 16);
+static_assert(sizeof(struct kfd_ioctl_criu_args) == 56);
+static_assert(sizeof(struct kfd_criu_device_bucket) == 16);
+static_assert(sizeof(struct kfd_criu_bo_bucket) == 48);
+static_assert(KFD_SIGNAL_EVENT_LIMIT == 4096);
+
+static bool user_id_offsets;
+module_param(user_id_offsets, bool, 0444);
+MODULE_PARM_DESC(user_id_offsets, "Put the process's own (user) gpu_ids into doorbell/MMIO mmap offsets and accept them in mmap, so new mappings work after a restore onto other GPUs (default no: actual gpu_ids, as amdkfd)");
+
 static int kfdsim_major;
 static struct class *kfdsim_class;
 static struct device *kfdsim_device;
@@ -39,18 +77,19 @@ static DEFINE_MUTEX(kfdsim_processes_lock);
 /* ------------------------------------------------------------------ */
 /* processes                                                            */
 
-static void kfdsim_process_release(struct kref *ref)
+/*
+ * Drop everything the process made: queues, events, BOs and the render
+ * files of ACQUIRE_VM; gpu_ids back to the actual ones, doorbells zeroed.
+ * Leaves a freshly opened process (what a failed RESTORE rolls back to);
+ * the eviction count stays.
+ */
+void kfdsim_process_clear(struct kfdsim_process *p)
 {
-	struct kfdsim_process *p = container_of(ref, struct kfdsim_process, ref);
 	struct kfdsim_queue *q, *qtmp;
 	struct kfdsim_bo *bo, *btmp;
 	unsigned int i;
 
-	mutex_lock(&kfdsim_processes_lock);
-	list_del(&p->node);
-	mutex_unlock(&kfdsim_processes_lock);
-
-	mutex_lock(&p->mutex);
+	lockdep_assert_held(&p->mutex);
 	list_for_each_entry_safe(q, qtmp, &p->queues, pnode)
 		kfdsim_queue_destroy(q);
 	kfdsim_events_destroy(p);
@@ -59,11 +98,30 @@ static void kfdsim_process_release(struct kref *ref)
 	for (i = 0; i < p->n_pdds; i++) {
 		struct kfdsim_pdd *pdd = &p->pdds[i];
 
-		idr_destroy(&pdd->bo_idr);
 		if (pdd->drm_filp)
 			fput(pdd->drm_filp);
-		if (pdd->doorbells)
-			__free_pages(pdd->doorbells, get_order(KFDSIM_DOORBELL_SLICE));
+		pdd->drm_filp = NULL;
+		pdd->drm_priv = NULL;
+		WRITE_ONCE(pdd->user_gpu_id, pdd->dev->gpu_id);
+		memset(page_address(pdd->doorbells), 0, KFDSIM_DOORBELL_SLICE);
+	}
+	p->restore_pending = false;
+}
+
+static void kfdsim_process_release(struct kref *ref)
+{
+	struct kfdsim_process *p = container_of(ref, struct kfdsim_process, ref);
+	unsigned int i;
+
+	mutex_lock(&kfdsim_processes_lock);
+	list_del(&p->node);
+	mutex_unlock(&kfdsim_processes_lock);
+
+	mutex_lock(&p->mutex);
+	kfdsim_process_clear(p);
+	for (i = 0; i < p->n_pdds; i++) {
+		idr_destroy(&p->pdds[i].bo_idr);
+		__free_pages(p->pdds[i].doorbells, get_order(KFDSIM_DOORBELL_SLICE));
 	}
 	mutex_unlock(&p->mutex);
 
@@ -186,6 +244,35 @@ struct kfdsim_pdd *kfdsim_pdd_by_user_id(struct kfdsim_process *p, u32 id)
 	return NULL;
 }
 
+/*
+ * The pdd a gpu_id argument names (a user id): -EINVAL for none, and
+ * @novm_err (unless 0) when its VM is not acquired yet.
+ */
+struct kfdsim_pdd *kfdsim_pdd_arg(struct kfdsim_process *p, u32 gpu_id, int novm_err)
+{
+	struct kfdsim_pdd *pdd;
+
+	lockdep_assert_held(&p->mutex);
+	pdd = kfdsim_pdd_by_user_id(p, gpu_id);
+	if (!pdd)
+		return ERR_PTR(-EINVAL);
+	if (novm_err && !pdd->drm_priv)
+		return ERR_PTR(novm_err);
+	return pdd;
+}
+
+/* kfdsim_pdd_arg() with @p->mutex taken; held on success only. */
+static struct kfdsim_pdd *kfdsim_pdd_lock(struct kfdsim_process *p, u32 gpu_id, int novm_err)
+{
+	struct kfdsim_pdd *pdd;
+
+	mutex_lock(&p->mutex);
+	pdd = kfdsim_pdd_arg(p, gpu_id, novm_err);
+	if (IS_ERR(pdd))
+		mutex_unlock(&p->mutex);
+	return pdd;
+}
+
 struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle)
 {
 	struct kfdsim_pdd *pdd;
@@ -197,27 +284,112 @@ struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle)
 	return idr_find(&pdd->bo_idr, KFDSIM_HANDLE_IDR(handle));
 }
 
+/*
+ * What a BO must be, at ALLOC and at RESTORE: in one memory domain, a
+ * page-aligned range of the GPUVM aperture, exactly one doorbell slice or
+ * MMIO page, backed by user memory if USERPTR (-EFAULT if not).
+ */
+int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr)
+{
+	u32 domain = flags & KFDSIM_ALLOC_DOMAINS;
+
+	if (hweight32(domain) != 1 || !size || size & ~PAGE_MASK || va & ~PAGE_MASK ||
+	    va + size < va || va + size > KFDSIM_GPUVM_LIMIT + 1)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && size != KFDSIM_DOORBELL_SLICE)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && size != PAGE_SIZE)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
+	    (user_addr & ~PAGE_MASK || !access_ok(u64_to_user_ptr(user_addr), size)))
+		return -EFAULT;
+	return 0;
+}
+
+/*
+ * Create a BO of @pdd at GPU VA @va with the idr handle @handle (any free
+ * one when negative).  Its memory must be reserved (kfdsim_mem_reserve);
+ * from here on the BO owns that reservation and kfdsim_bo_destroy()
+ * returns it.  VRAM comes poisoned, GTT zeroed (kfdsim_gem_create).
+ */
+struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
+				   u64 size, u64 user_addr, int handle)
+{
+	struct kfdsim_bo *bo;
+	int id, ret;
+
+	lockdep_assert_held(&pdd->p->mutex);
+	bo = kzalloc(sizeof(*bo), GFP_KERNEL_ACCOUNT);
+	if (!bo)
+		return ERR_PTR(-ENOMEM);
+	bo->pdd = pdd;
+	bo->flags = flags;
+	bo->va = va;
+	bo->size = size;
+	bo->user_addr = user_addr;
+	if (flags & (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)) {
+		bo->shmem = kfdsim_gem_create(pdd->dev, size,
+					      flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM);
+		if (IS_ERR(bo->shmem)) {
+			ret = PTR_ERR(bo->shmem);
+			goto err_free;
+		}
+		ret = drm_vma_node_allow(&bo->shmem->base.vma_node, pdd->drm_priv);
+		if (ret)
+			goto err_put_gem;
+	}
+	id = idr_alloc(&pdd->bo_idr, bo, max(handle, 0), handle < 0 ? 0 : handle + 1,
+		       GFP_KERNEL);
+	if (id < 0) {
+		ret = id;
+		goto err_revoke;
+	}
+	bo->idr = id;
+	list_add_tail(&bo->node, &pdd->p->bos);
+	return bo;
+
+err_revoke:
+	if (bo->shmem)
+		drm_vma_node_revoke(&bo->shmem->base.vma_node, pdd->drm_priv);
+err_put_gem:
+	kfdsim_bo_release_backing(bo);
+err_free:
+	kfree(bo);
+	return ERR_PTR(ret);
+}
+
 void kfdsim_bo_destroy(struct kfdsim_bo *bo)
 {
 	struct kfdsim_pdd *pdd = bo->pdd;
+	struct kfdsim_mem_need need = {};
 
 	list_del(&bo->node);
 	idr_remove(&pdd->bo_idr, bo->idr);
-	if (bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM)
-		atomic64_sub(bo->size, &pdd->dev->vram_used);
+	kfdsim_mem_need_add(&need, pdd->dev, bo->flags, bo->size);
+	kfdsim_mem_unreserve(&need);
 	if (bo->shmem && pdd->drm_priv)
 		drm_vma_node_revoke(&bo->shmem->base.vma_node, pdd->drm_priv);
 	kfdsim_bo_release_backing(bo);
 	kfree(bo);
 }
 
+/*
+ * The gpu_id amdkfd puts into the offsets of a process's doorbells and
+ * MMIO page where it uses the device's own (actual) id: CRIU buckets,
+ * ALLOC(DOORBELL), GET_PROCESS_APERTURES.  kfd_mmap() decodes actual ids.
+ */
+static u32 kfdsim_offset_gpu_id(struct kfdsim_pdd *pdd)
+{
+	return user_id_offsets ? READ_ONCE(pdd->user_gpu_id) : pdd->dev->gpu_id;
+}
+
 /* The offset user space mmaps a BO at, as CHECKPOINT and RESTORE report it. */
 u64 kfdsim_bo_mmap_offset(struct kfdsim_bo *bo)
 {
 	if (bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL)
-		return KFDSIM_MMAP_TYPE_DOORBELL | KFDSIM_MMAP_GPU_ID(bo->pdd->user_gpu_id);
+		return KFDSIM_MMAP_TYPE_DOORBELL | KFDSIM_MMAP_GPU_ID(kfdsim_offset_gpu_id(bo->pdd));
 	if (bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP)
-		return KFDSIM_MMAP_TYPE_MMIO | KFDSIM_MMAP_GPU_ID(bo->pdd->user_gpu_id);
+		return KFDSIM_MMAP_TYPE_MMIO | KFDSIM_MMAP_GPU_ID(kfdsim_offset_gpu_id(bo->pdd));
 	if (bo->shmem)
 		return drm_vma_node_offset_addr(&bo->shmem->base.vma_node);
 	return 0;
@@ -244,8 +416,8 @@ static int kfdsim_ioctl_get_version(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_get_version_args *args = data;
 
-	args->major_version = KFD_IOCTL_MAJOR_VERSION;
-	args->minor_version = KFD_IOCTL_MINOR_VERSION;
+	args->major_version = KFDSIM_IOCTL_MAJOR_VERSION;
+	args->minor_version = KFDSIM_IOCTL_MINOR_VERSION;
 	return 0;
 }
 
@@ -259,7 +431,7 @@ static void kfdsim_fill_apertures(struct kfdsim_pdd *pdd,
 	ap->scratch_limit = ap->scratch_base | 0xffffffffULL;
 	ap->gpuvm_base = KFDSIM_GPUVM_BASE;
 	ap->gpuvm_limit = KFDSIM_GPUVM_LIMIT;
-	ap->gpu_id = pdd->user_gpu_id;
+	ap->gpu_id = kfdsim_offset_gpu_id(pdd);	/* amdkfd: dev->id */
 }
 
 static int kfdsim_ioctl_get_process_apertures(struct kfdsim_process *p, void *data)
@@ -341,7 +513,6 @@ static int kfdsim_ioctl_set_memory_policy(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_set_memory_policy_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
 	if (args->default_policy != KFD_IOC_CACHE_POLICY_COHERENT &&
 	    args->default_policy != KFD_IOC_CACHE_POLICY_NONCOHERENT)
@@ -350,20 +521,15 @@ static int kfdsim_ioctl_set_memory_policy(struct kfdsim_process *p, void *data)
 	    args->alternate_policy != KFD_IOC_CACHE_POLICY_NONCOHERENT)
 		return -EINVAL;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-	} else if (!pdd->drm_priv) {
-		ret = -ESRCH;
-	} else {
-		pdd->default_policy = args->default_policy;
-		pdd->alternate_policy = args->alternate_policy;
-		pdd->alt_base = args->alternate_aperture_base;
-		pdd->alt_size = args->alternate_aperture_size;
-	}
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->default_policy = args->default_policy;
+	pdd->alternate_policy = args->alternate_policy;
+	pdd->alt_base = args->alternate_aperture_base;
+	pdd->alt_size = args->alternate_aperture_size;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 static int kfdsim_ioctl_get_clock_counters(struct kfdsim_process *p, void *data)
@@ -385,38 +551,27 @@ static int kfdsim_ioctl_set_scratch_backing_va(struct kfdsim_process *p, void *d
 {
 	struct kfd_ioctl_set_scratch_backing_va_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd)
-		ret = -EINVAL;
-	else if (!pdd->drm_priv)
-		ret = -ESRCH;
-	else
-		pdd->scratch_va = args->va_addr;
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->scratch_va = args->va_addr;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 static int kfdsim_ioctl_set_trap_handler(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_set_trap_handler_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-	} else if (!pdd->drm_priv) {
-		ret = -ESRCH;
-	} else {
-		pdd->tba = args->tba_addr;
-		pdd->tma = args->tma_addr;
-	}
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->tba = args->tba_addr;
+	pdd->tma = args->tma_addr;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 #define KFDSIM_TILE_CONFIGS		32
@@ -428,11 +583,10 @@ static int kfdsim_ioctl_get_tile_config(struct kfdsim_process *p, void *data)
 	struct kfd_ioctl_get_tile_config_args *args = data;
 	struct kfdsim_pdd *pdd;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, 0);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
 	mutex_unlock(&p->mutex);
-	if (!pdd)
-		return -EINVAL;
 
 	args->gb_addr_config = 0x2a114042;
 	args->num_banks = 16;
@@ -456,15 +610,12 @@ static int kfdsim_ioctl_available_memory(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_get_available_memory_args *args = data;
 	struct kfdsim_pdd *pdd;
-	s64 avail;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, 0);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
 	mutex_unlock(&p->mutex);
-	if (!pdd)
-		return -EINVAL;
-	avail = pdd->dev->vram_size - atomic64_read(&pdd->dev->vram_used);
-	args->available = avail > 0 ? avail : 0;
+	args->available = kfdsim_mem_vram_free(pdd->dev);
 	return 0;
 }
 
@@ -475,90 +626,41 @@ static int kfdsim_ioctl_alloc_memory_of_gpu(struct kfdsim_process *p, void *data
 {
 	struct kfd_ioctl_alloc_memory_of_gpu_args *args = data;
 	u32 domain = args->flags & KFDSIM_ALLOC_DOMAINS;
+	struct kfdsim_mem_need need = {};
 	struct kfdsim_pdd *pdd;
 	struct kfdsim_bo *bo;
 	u64 size;
-	int id, ret;
+	int ret;
 
-	if (hweight32(domain) != 1 || !args->size)
-		return -EINVAL;
 	size = PAGE_ALIGN(args->size);
-	if (size < args->size || args->va_addr & ~PAGE_MASK ||
-	    args->va_addr + size < args->va_addr ||
-	    args->va_addr + size > KFDSIM_GPUVM_LIMIT + 1)
+	if (size < args->size)
 		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && size != KFDSIM_DOORBELL_SLICE)
-		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && size != PAGE_SIZE)
-		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
-	    (args->mmap_offset & ~PAGE_MASK ||
-	     !access_ok(u64_to_user_ptr(args->mmap_offset), size)))
-		return -EFAULT;
+	ret = kfdsim_bo_args_check(args->flags, args->va_addr, size, args->mmap_offset);
+	if (ret)
+		return ret;
 
-	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
-	if (!bo)
-		return -ENOMEM;
-	bo->flags = args->flags;
-	bo->va = args->va_addr;
-	bo->size = size;
-
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-		goto err_unlock;
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ENODEV);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	kfdsim_mem_need_add(&need, pdd->dev, domain, size);
+	ret = kfdsim_mem_reserve(&need);
+	if (ret)
+		goto out_unlock;
+	bo = kfdsim_bo_create(pdd, args->flags, args->va_addr, size,
+			      domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR ? args->mmap_offset : 0,
+			      -1);
+	if (IS_ERR(bo)) {
+		kfdsim_mem_unreserve(&need);
+		ret = PTR_ERR(bo);
+		goto out_unlock;
 	}
-	if (!pdd->drm_priv) {
-		ret = -ENODEV;
-		goto err_unlock;
-	}
-	bo->pdd = pdd;
-
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_VRAM &&
-	    atomic64_add_return(size, &pdd->dev->vram_used) > pdd->dev->vram_size) {
-		atomic64_sub(size, &pdd->dev->vram_used);
-		ret = -ENOMEM;
-		goto err_unlock;
-	}
-	if (domain & (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)) {
-		bo->shmem = kfdsim_gem_create(pdd->dev, size);
-		if (IS_ERR(bo->shmem)) {
-			ret = PTR_ERR(bo->shmem);
-			bo->shmem = NULL;
-			goto err_unaccount;
-		}
-		ret = drm_vma_node_allow(&bo->shmem->base.vma_node, pdd->drm_priv);
-		if (ret)
-			goto err_put_gem;
-	}
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR)
-		bo->user_addr = args->mmap_offset;
-
-	id = idr_alloc(&pdd->bo_idr, bo, 0, 0, GFP_KERNEL);
-	if (id < 0) {
-		ret = id;
-		goto err_revoke;
-	}
-	bo->idr = id;
-	list_add_tail(&bo->node, &p->bos);
-
-	args->handle = KFDSIM_HANDLE(args->gpu_id, id);
-	args->mmap_offset = kfdsim_bo_mmap_offset(bo);
+	args->handle = KFDSIM_HANDLE(args->gpu_id, bo->idr);
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP)	/* amdkfd: the user id */
+		args->mmap_offset = KFDSIM_MMAP_TYPE_MMIO | KFDSIM_MMAP_GPU_ID(args->gpu_id);
+	else
+		args->mmap_offset = kfdsim_bo_mmap_offset(bo);
+out_unlock:
 	mutex_unlock(&p->mutex);
-	return 0;
-
-err_revoke:
-	if (bo->shmem)
-		drm_vma_node_revoke(&bo->shmem->base.vma_node, pdd->drm_priv);
-err_put_gem:
-	kfdsim_bo_release_backing(bo);
-err_unaccount:
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_VRAM)
-		atomic64_sub(size, &pdd->dev->vram_used);
-err_unlock:
-	mutex_unlock(&p->mutex);
-	kfree(bo);
 	return ret;
 }
 
@@ -604,14 +706,10 @@ static int kfdsim_map_common(struct kfdsim_process *p, u64 handle,
 		goto out_unlock;
 	}
 	for (i = *n_success; i < n_devices; i++) {
-		struct kfdsim_pdd *peer = kfdsim_pdd_by_user_id(p, ids[i]);
+		struct kfdsim_pdd *peer = kfdsim_pdd_arg(p, ids[i], -ENODEV);
 
-		if (!peer) {
-			ret = -EINVAL;
-			break;
-		}
-		if (!peer->drm_priv) {
-			ret = -ENODEV;
+		if (IS_ERR(peer)) {
+			ret = PTR_ERR(peer);
 			break;
 		}
 		if (map && !(bo->mapped & BIT(peer->idx))) {
@@ -657,9 +755,16 @@ static int kfdsim_ioctl_not_implemented(struct kfdsim_process *p, void *data)
 	return -EINVAL;
 }
 
-static int kfdsim_ioctl_no_gws(struct kfdsim_process *p, void *data)
+/* amdkfd: -EINVAL for an unknown queue, -ENODEV on a GPU without GWS */
+static int kfdsim_ioctl_alloc_queue_gws(struct kfdsim_process *p, void *data)
 {
-	return -ENODEV;	/* amdkfd on a GPU without GWS */
+	struct kfd_ioctl_alloc_queue_gws_args *args = data;
+	int ret;
+
+	mutex_lock(&p->mutex);
+	ret = kfdsim_queue_by_id(p, args->queue_id) ? -ENODEV : -EINVAL;
+	mutex_unlock(&p->mutex);
+	return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -705,7 +810,7 @@ static const struct kfdsim_ioctl_desc kfdsim_ioctls[AMDKFD_COMMAND_END] = {
 	KFDSIM_IOCTL(GET_QUEUE_WAVE_STATE, kfdsim_ioctl_not_implemented, 0),
 	KFDSIM_IOCTL(GET_DMABUF_INFO, kfdsim_ioctl_not_implemented, 0),
 	KFDSIM_IOCTL(IMPORT_DMABUF, kfdsim_ioctl_not_implemented, 0),
-	KFDSIM_IOCTL(ALLOC_QUEUE_GWS, kfdsim_ioctl_no_gws, 0),
+	KFDSIM_IOCTL(ALLOC_QUEUE_GWS, kfdsim_ioctl_alloc_queue_gws, 0),
 	KFDSIM_IOCTL(SMI_EVENTS, kfdsim_ioctl_not_implemented, 0),
 	KFDSIM_IOCTL(SVM, kfdsim_ioctl_unsupported, 0),
 	KFDSIM_IOCTL(SET_XNACK_MODE, kfdsim_ioctl_unsupported, 0),
@@ -772,21 +877,24 @@ out:
 /* mmap                                                                 */
 
 /*
- * An id in an mmap offset is the process's own (user) gpu_id, so new
- * doorbell and MMIO mappings keep working after a restore onto other
- * GPUs; fall back to the actual gpu_id for offsets made elsewhere.
+ * The id in an mmap offset is the device's actual gpu_id, as kfd_mmap()
+ * decodes it: CREATE_QUEUE and ALLOC(MMIO) put the user id there (as
+ * amdkfd does), so in a process restored onto other gpu_ids their offsets
+ * name another GPU or none.  With user_id_offsets, user ids come first.
+ * -ENODEV for an id no GPU has, -EINVAL for a GPU the process lacks.
  */
-static struct kfdsim_pdd *kfdsim_mmap_pdd(struct kfdsim_process *p, u32 id)
+static struct kfdsim_pdd *kfdsim_mmap_pdd(struct kfdsim_process *p, u64 offset)
 {
+	u32 id = KFDSIM_MMAP_GET_GPU_ID(offset);
 	unsigned int i;
 
-	for (i = 0; i < p->n_pdds; i++)
+	for (i = 0; user_id_offsets && i < p->n_pdds; i++)
 		if (READ_ONCE(p->pdds[i].user_gpu_id) == id)
 			return &p->pdds[i];
 	for (i = 0; i < p->n_pdds; i++)
 		if (p->pdds[i].dev->gpu_id == id)
 			return &p->pdds[i];
-	return NULL;
+	return ERR_PTR(kfdsim_dev_by_gpu_id(id) ? -EINVAL : -ENODEV);
 }
 
 static int kfdsim_mmap(struct file *filp, struct vm_area_struct *vma)
@@ -802,14 +910,18 @@ static int kfdsim_mmap(struct file *filp, struct vm_area_struct *vma)
 
 	switch (offset & KFDSIM_MMAP_TYPE_MASK) {
 	case KFDSIM_MMAP_TYPE_DOORBELL:
-		pdd = kfdsim_mmap_pdd(p, KFDSIM_MMAP_GET_GPU_ID(offset));
-		if (!pdd || size != KFDSIM_DOORBELL_SLICE)
+		pdd = kfdsim_mmap_pdd(p, offset);
+		if (IS_ERR(pdd))
+			return PTR_ERR(pdd);
+		if (size != KFDSIM_DOORBELL_SLICE)
 			return -EINVAL;
 		pfn = page_to_pfn(pdd->doorbells);
 		break;
 	case KFDSIM_MMAP_TYPE_MMIO:
-		pdd = kfdsim_mmap_pdd(p, KFDSIM_MMAP_GET_GPU_ID(offset));
-		if (!pdd || size != PAGE_SIZE)
+		pdd = kfdsim_mmap_pdd(p, offset);
+		if (IS_ERR(pdd))
+			return PTR_ERR(pdd);
+		if (size != PAGE_SIZE)
 			return -EINVAL;
 		pfn = page_to_pfn(pdd->dev->mmio_page);
 		break;

@@ -16,6 +16,7 @@
 #include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/kthread.h>
+#include <linux/math64.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
@@ -34,11 +35,6 @@
 u64 *kfdsim_doorbell_slot(struct kfdsim_pdd *pdd, u32 doorbell_id)
 {
 	return (u64 *)page_address(pdd->doorbells) + doorbell_id;
-}
-
-bool kfdsim_kernel_valid(u32 kernel)
-{
-	return kernel >= KFDSIM_KERNEL_FILL && kernel <= KFDSIM_KERNEL_STENCIL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -144,63 +140,189 @@ fault:
 /* ------------------------------------------------------------------ */
 /* built-in kernels                                                     */
 
-static size_t kfdsim_args_size(u32 kernel)
+/*
+ * A kernel works through units (words, bytes or grid cells), at most one
+ * chunk (kfdsim_chunk_bytes of data) per CP step, so a step under the
+ * process mutex is bounded whatever the arguments say.  @run does units
+ * [d->progress, d->progress + n); @finish, if any, runs after the last.
+ */
+struct kfdsim_kernel {
+	size_t args_size;
+	unsigned int unit;	/* bytes per unit */
+	u64 (*units)(const void *args);
+	int (*run)(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+		   struct kfdsim_dispatch *d, u64 n);
+	int (*finish)(struct kfdsim_queue *q, struct kfdsim_dispatch *d);
+};
+
+static u64 kfdsim_fill_units(const void *args)
 {
-	switch (kernel) {
-	case KFDSIM_KERNEL_FILL:
-		return sizeof(struct kfdsim_args_fill);
-	case KFDSIM_KERNEL_COPY:
-		return sizeof(struct kfdsim_args_copy);
-	case KFDSIM_KERNEL_SCALED_ADD:
-		return sizeof(struct kfdsim_args_scaled_add);
-	case KFDSIM_KERNEL_CHECKSUM:
-		return sizeof(struct kfdsim_args_checksum);
-	case KFDSIM_KERNEL_STENCIL:
-		return sizeof(struct kfdsim_args_stencil);
-	default:
-		return 0;
-	}
+	return ((const struct kfdsim_args_fill *)args)->count;
 }
 
-static int kfdsim_stencil_row(struct kfdsim_dev *dev, struct kfdsim_queue *q,
-			      const struct kfdsim_args_stencil *a, u64 y)
+static int kfdsim_fill_run(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+			   struct kfdsim_dispatch *d, u64 n)
 {
-	u64 rowb = (u64)a->width * 4;
-	u64 src = a->src + y * rowb, dst = a->dst + y * rowb;
-	u32 *n_row = dev->bounce[0], *s_row = dev->bounce[1], *c_row = dev->bounce[2];
-	u64 step = kfdsim_chunk_bytes / 4 - 2;
-	u64 x0, off, n, i;
+	const struct kfdsim_args_fill *a = (const void *)d->args;
 
-	if (y == 0 || y == a->height - 1 || a->width < 3) {
-		for (off = 0; off < rowb; off += n) {
-			n = min_t(u64, rowb - off, kfdsim_chunk_bytes);
-			if (kfdsim_vm_rw(q, src + off, c_row, n, false, false) ||
-			    kfdsim_vm_rw(q, dst + off, c_row, n, true, false))
+	memset32(dev->bounce[0], a->value, n);
+	return kfdsim_vm_rw(q, a->dst + d->progress * 4, dev->bounce[0], n * 4, true, false);
+}
+
+static u64 kfdsim_copy_units(const void *args)
+{
+	return ((const struct kfdsim_args_copy *)args)->bytes;
+}
+
+static int kfdsim_copy_run(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+			   struct kfdsim_dispatch *d, u64 n)
+{
+	const struct kfdsim_args_copy *a = (const void *)d->args;
+
+	if (kfdsim_vm_rw(q, a->src + d->progress, dev->bounce[0], n, false, false))
+		return -EFAULT;
+	return kfdsim_vm_rw(q, a->dst + d->progress, dev->bounce[0], n, true, false);
+}
+
+static u64 kfdsim_scaled_add_units(const void *args)
+{
+	return ((const struct kfdsim_args_scaled_add *)args)->count;
+}
+
+static int kfdsim_scaled_add_run(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+				 struct kfdsim_dispatch *d, u64 n)
+{
+	const struct kfdsim_args_scaled_add *a = (const void *)d->args;
+	u32 *x = dev->bounce[0], *y = dev->bounce[1];
+	u64 off = d->progress * 4, i;
+
+	if (kfdsim_vm_rw(q, a->x + off, x, n * 4, false, false) ||
+	    kfdsim_vm_rw(q, a->y + off, y, n * 4, false, false))
+		return -EFAULT;
+	for (i = 0; i < n; i++)
+		x[i] = a->a * x[i] + y[i];
+	return kfdsim_vm_rw(q, a->dst + off, x, n * 4, true, false);
+}
+
+static u64 kfdsim_checksum_units(const void *args)
+{
+	return ((const struct kfdsim_args_checksum *)args)->count;
+}
+
+static int kfdsim_checksum_run(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+			       struct kfdsim_dispatch *d, u64 n)
+{
+	const struct kfdsim_args_checksum *a = (const void *)d->args;
+	u32 *w = dev->bounce[0];
+	u64 i;
+
+	if (kfdsim_vm_rw(q, a->src + d->progress * 4, w, n * 4, false, false))
+		return -EFAULT;
+	for (i = 0; i < n; i++)
+		d->accum += (u64)w[i] * (2 * (d->progress + i) + 1);
+	return 0;
+}
+
+static int kfdsim_checksum_finish(struct kfdsim_queue *q, struct kfdsim_dispatch *d)
+{
+	const struct kfdsim_args_checksum *a = (const void *)d->args;
+
+	return kfdsim_vm_rw(q, a->result, &d->accum, sizeof(d->accum), true, false);
+}
+
+static u64 kfdsim_stencil_units(const void *args)
+{
+	const struct kfdsim_args_stencil *a = args;
+
+	return (u64)a->width * a->height;
+}
+
+/*
+ * Cells [d->progress, + n) of the grid in row-major order: boundary rows
+ * and columns are copied, interior cells averaged with their neighbours.
+ * Each pass of the loop handles at least one cell.
+ */
+static int kfdsim_stencil_run(struct kfdsim_dev *dev, struct kfdsim_queue *q,
+			      struct kfdsim_dispatch *d, u64 n)
+{
+	const struct kfdsim_args_stencil *a = (const void *)d->args;
+	u32 *n_row = dev->bounce[0], *s_row = dev->bounce[1], *c_row = dev->bounce[2];
+	u64 w = a->width, rowb = w * 4, pos, end = d->progress + n;
+
+	for (pos = d->progress; pos < end; ) {
+		u64 src = a->src + pos * 4, dst = a->dst + pos * 4;
+		u64 x, y = div64_u64_rem(pos, w, &x);
+		u64 k = min(end - pos, w - x), i;
+		bool edge_row = y == 0 || y == a->height - 1 || w < 3;
+
+		if (edge_row || x == 0 || x == w - 1) {
+			if (!edge_row)
+				k = 1;
+			if (kfdsim_vm_rw(q, src, c_row, k * 4, false, false) ||
+			    kfdsim_vm_rw(q, dst, c_row, k * 4, true, false))
+				return -EFAULT;
+		} else {
+			k = min(k, w - 1 - x);
+			if (kfdsim_vm_rw(q, src - rowb, n_row, k * 4, false, false) ||
+			    kfdsim_vm_rw(q, src + rowb, s_row, k * 4, false, false) ||
+			    kfdsim_vm_rw(q, src - 4, c_row, (k + 2) * 4, false, false))
+				return -EFAULT;
+			/* 32-bit wrapping sum, as C computes it on __u32 words */
+			for (i = 0; i < k; i++)
+				n_row[i] = (u32)(4 * c_row[i + 1] + n_row[i] + s_row[i] +
+						 c_row[i] + c_row[i + 2]) / 8;
+			if (kfdsim_vm_rw(q, dst, n_row, k * 4, true, false))
 				return -EFAULT;
 		}
-		return 0;
+		pos += k;
 	}
+	return 0;
+}
 
-	/* boundary columns are copied unchanged */
-	if (kfdsim_vm_rw(q, src, c_row, 4, false, false) ||
-	    kfdsim_vm_rw(q, dst, c_row, 4, true, false) ||
-	    kfdsim_vm_rw(q, src + rowb - 4, c_row, 4, false, false) ||
-	    kfdsim_vm_rw(q, dst + rowb - 4, c_row, 4, true, false))
-		return -EFAULT;
+static const struct kfdsim_kernel kfdsim_kernels[] = {
+	[KFDSIM_KERNEL_FILL] = {
+		sizeof(struct kfdsim_args_fill), 4, kfdsim_fill_units, kfdsim_fill_run,
+	},
+	[KFDSIM_KERNEL_COPY] = {
+		sizeof(struct kfdsim_args_copy), 1, kfdsim_copy_units, kfdsim_copy_run,
+	},
+	[KFDSIM_KERNEL_SCALED_ADD] = {
+		sizeof(struct kfdsim_args_scaled_add), 4, kfdsim_scaled_add_units,
+		kfdsim_scaled_add_run,
+	},
+	[KFDSIM_KERNEL_CHECKSUM] = {
+		sizeof(struct kfdsim_args_checksum), 4, kfdsim_checksum_units,
+		kfdsim_checksum_run, kfdsim_checksum_finish,
+	},
+	[KFDSIM_KERNEL_STENCIL] = {
+		sizeof(struct kfdsim_args_stencil), 4, kfdsim_stencil_units,
+		kfdsim_stencil_run,
+	},
+};
 
-	for (x0 = 1; x0 < a->width - 1; x0 += n) {
-		n = min_t(u64, step, a->width - 1 - x0);
-		if (kfdsim_vm_rw(q, src - rowb + x0 * 4, n_row, n * 4, false, false) ||
-		    kfdsim_vm_rw(q, src + rowb + x0 * 4, s_row, n * 4, false, false) ||
-		    kfdsim_vm_rw(q, src + (x0 - 1) * 4, c_row, (n + 2) * 4, false, false))
-			return -EFAULT;
-		/* 32-bit wrapping sum, as C computes it on __u32 words */
-		for (i = 0; i < n; i++)
-			n_row[i] = (u32)(4 * c_row[i + 1] + n_row[i] + s_row[i] +
-					 c_row[i] + c_row[i + 2]) / 8;
-		if (kfdsim_vm_rw(q, dst + x0 * 4, n_row, n * 4, true, false))
-			return -EFAULT;
-	}
+static const struct kfdsim_kernel *kfdsim_kernel_get(u32 id)
+{
+	if (id >= ARRAY_SIZE(kfdsim_kernels) || !kfdsim_kernels[id].run)
+		return NULL;
+	return &kfdsim_kernels[id];
+}
+
+/*
+ * Can @d run?  A known kernel with at least one unit of work, no more
+ * than a GPU VA range holds, and progress within it.  Zero-sized work is
+ * refused like a malformed packet (the queue faults); RESTORE checks a
+ * saved dispatch the same way.
+ */
+int kfdsim_dispatch_check(const struct kfdsim_dispatch *d)
+{
+	const struct kfdsim_kernel *k = kfdsim_kernel_get(d->kernel);
+	u64 units;
+
+	if (!k)
+		return -EINVAL;
+	units = k->units(d->args);
+	if (!units || units > KFDSIM_MAX_BYTES / k->unit || d->progress > units)
+		return -EINVAL;
 	return 0;
 }
 
@@ -208,81 +330,28 @@ static int kfdsim_stencil_row(struct kfdsim_dev *dev, struct kfdsim_queue *q,
 static int kfdsim_run_chunk(struct kfdsim_dev *dev, struct kfdsim_queue *q)
 {
 	struct kfdsim_dispatch *d = &q->cur;
-	u64 words = kfdsim_chunk_bytes / 4;
-	u32 *b0 = dev->bounce[0], *b1 = dev->bounce[1];
-	u64 n, i;
+	const struct kfdsim_kernel *k = kfdsim_kernel_get(d->kernel);
+	u64 units, n;
+	int ret;
 
-	switch (d->kernel) {
-	case KFDSIM_KERNEL_FILL: {
-		struct kfdsim_args_fill *a = (void *)d->args;
-
-		n = min(a->count - d->progress, words);
-		if (n) {
-			memset32(b0, a->value, n);
-			if (kfdsim_vm_rw(q, a->dst + d->progress * 4, b0, n * 4, true, false))
-				return -EFAULT;
-		}
-		d->progress += n;
-		return d->progress == a->count;
-	}
-	case KFDSIM_KERNEL_COPY: {
-		struct kfdsim_args_copy *a = (void *)d->args;
-
-		n = min_t(u64, a->bytes - d->progress, kfdsim_chunk_bytes);
-		if (n && (kfdsim_vm_rw(q, a->src + d->progress, b0, n, false, false) ||
-			  kfdsim_vm_rw(q, a->dst + d->progress, b0, n, true, false)))
-			return -EFAULT;
-		d->progress += n;
-		return d->progress == a->bytes;
-	}
-	case KFDSIM_KERNEL_SCALED_ADD: {
-		struct kfdsim_args_scaled_add *a = (void *)d->args;
-
-		n = min(a->count - d->progress, words);
-		if (n) {
-			if (kfdsim_vm_rw(q, a->x + d->progress * 4, b0, n * 4, false, false) ||
-			    kfdsim_vm_rw(q, a->y + d->progress * 4, b1, n * 4, false, false))
-				return -EFAULT;
-			for (i = 0; i < n; i++)
-				b0[i] = a->a * b0[i] + b1[i];
-			if (kfdsim_vm_rw(q, a->dst + d->progress * 4, b0, n * 4, true, false))
-				return -EFAULT;
-		}
-		d->progress += n;
-		return d->progress == a->count;
-	}
-	case KFDSIM_KERNEL_CHECKSUM: {
-		struct kfdsim_args_checksum *a = (void *)d->args;
-
-		n = min(a->count - d->progress, words);
-		if (n) {
-			if (kfdsim_vm_rw(q, a->src + d->progress * 4, b0, n * 4, false, false))
-				return -EFAULT;
-			for (i = 0; i < n; i++)
-				d->accum += (u64)b0[i] * (2 * (d->progress + i) + 1);
-		}
-		d->progress += n;
-		if (d->progress < a->count)
-			return 0;
-		if (kfdsim_vm_rw(q, a->result, &d->accum, sizeof(d->accum), true, false))
-			return -EFAULT;
-		return 1;
-	}
-	case KFDSIM_KERNEL_STENCIL: {
-		struct kfdsim_args_stencil *a = (void *)d->args;
-		u64 cells = 0;
-
-		while (d->progress < a->height && cells < words) {
-			if (kfdsim_stencil_row(dev, q, a, d->progress))
-				return -EFAULT;
-			d->progress++;
-			cells += a->width;
-		}
-		return d->progress == a->height;
-	}
-	default:
+	if (!k)
 		return -EINVAL;
+	units = k->units(d->args);
+	n = min_t(u64, units - d->progress, kfdsim_chunk_bytes / k->unit);
+	if (n) {
+		ret = k->run(dev, q, d, n);
+		if (ret)
+			return ret;
+		d->progress += n;
 	}
+	if (d->progress < units)
+		return 0;
+	if (k->finish) {
+		ret = k->finish(q, d);
+		if (ret)
+			return ret;
+	}
+	return 1;
 }
 
 /* Decode a KERNEL_DISPATCH packet and its arguments into q->cur. */
@@ -290,47 +359,25 @@ static int kfdsim_dispatch_start(struct kfdsim_queue *q, const u8 *pkt, u64 slot
 {
 	const struct kfdsim_aql_dispatch *pk = (const void *)pkt;
 	struct kfdsim_dispatch *d = &q->cur;
+	const struct kfdsim_kernel *k;
 	u64 obj = pk->kernel_object;
-	u32 kernel = obj & 0xffffff;
-	size_t asize;
 
-	if ((obj & ~0xffffffULL) != KFDSIM_KERNEL_MAGIC || !kfdsim_kernel_valid(kernel)) {
+	memset(d, 0, sizeof(*d));
+	d->kernel = obj & 0xffffff;
+	k = kfdsim_kernel_get(d->kernel);
+	if ((obj & ~0xffffffULL) != KFDSIM_KERNEL_MAGIC || !k) {
 		q->fault_va = slot;
 		return -EINVAL;
 	}
-	memset(d, 0, sizeof(*d));
-	asize = kfdsim_args_size(kernel);
-	if (kfdsim_vm_rw(q, pk->kernarg_address, d->args, asize, false, false))
+	if (kfdsim_vm_rw(q, pk->kernarg_address, d->args, k->args_size, false, false))
 		return -EFAULT;
-
-	/* sizes beyond any GPU VA range can only fault; refuse them early */
-	switch (kernel) {
-	case KFDSIM_KERNEL_FILL:
-	case KFDSIM_KERNEL_SCALED_ADD:
-	case KFDSIM_KERNEL_CHECKSUM:
-		if (((u64 *)d->args)[kernel == KFDSIM_KERNEL_SCALED_ADD ? 3 : 1] >
-		    KFDSIM_MAX_BYTES / 4)
-			goto bad;
-		break;
-	case KFDSIM_KERNEL_COPY:
-		if (((struct kfdsim_args_copy *)d->args)->bytes > KFDSIM_MAX_BYTES)
-			goto bad;
-		break;
-	case KFDSIM_KERNEL_STENCIL: {
-		struct kfdsim_args_stencil *a = (void *)d->args;
-
-		if ((u64)a->width * a->height > KFDSIM_MAX_BYTES / 4)
-			goto bad;
-		break;
-	}
+	if (kfdsim_dispatch_check(d)) {
+		q->fault_va = pk->kernarg_address;
+		return -EINVAL;
 	}
 	memcpy(d->packet, pkt, sizeof(d->packet));
-	d->kernel = kernel;
 	d->active = 1;
 	return 0;
-bad:
-	q->fault_va = pk->kernarg_address;
-	return -EINVAL;
 }
 
 /* Retire the packet at q->rptr: free the slot, then signal completion. */
@@ -443,7 +490,7 @@ static int kfdsim_cp_process(struct kfdsim_dev *dev, struct kfdsim_queue *q)
 
 static bool kfdsim_queue_runnable(struct kfdsim_queue *q)
 {
-	return !q->dead && !q->error && !q->p->paused && !q->p->restore_pending &&
+	return !q->dead && !q->error && !q->p->evicted &&
 	       q->type == KFD_IOC_QUEUE_TYPE_COMPUTE_AQL && q->ring_base &&
 	       q->ring_size >= 64 && q->percent > 0;
 }
@@ -554,6 +601,25 @@ void kfdsim_process_kick(struct kfdsim_process *p)
 		kfdsim_cp_kick(p->pdds[i].dev);
 }
 
+/*
+ * amdkfd's reference-counted eviction: every evict needs its own restore
+ * before the queues run again.
+ */
+void kfdsim_process_evict_queues(struct kfdsim_process *p)
+{
+	lockdep_assert_held(&p->mutex);
+	p->evicted++;
+}
+
+void kfdsim_process_restore_queues(struct kfdsim_process *p)
+{
+	lockdep_assert_held(&p->mutex);
+	if (WARN_ON_ONCE(!p->evicted))
+		return;
+	if (!--p->evicted)
+		kfdsim_process_kick(p);
+}
+
 int kfdsim_cp_start(struct kfdsim_dev *dev)
 {
 	struct task_struct *t;
@@ -588,7 +654,7 @@ struct kfdsim_queue *kfdsim_queue_alloc(struct kfdsim_pdd *pdd)
 {
 	struct kfdsim_queue *q;
 
-	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	q = kzalloc(sizeof(*q), GFP_KERNEL_ACCOUNT);
 	if (!q)
 		return NULL;
 	kref_init(&q->ref);
@@ -631,10 +697,11 @@ void kfdsim_queue_destroy(struct kfdsim_queue *q)
 	kfdsim_queue_put(q);
 }
 
-static struct kfdsim_queue *kfdsim_queue_by_id(struct kfdsim_process *p, u32 qid)
+struct kfdsim_queue *kfdsim_queue_by_id(struct kfdsim_process *p, u32 qid)
 {
 	struct kfdsim_queue *q;
 
+	lockdep_assert_held(&p->mutex);
 	list_for_each_entry(q, &p->queues, pnode)
 		if (q->queue_id == qid)
 			return q;
@@ -646,6 +713,18 @@ static bool kfdsim_user_ok(u64 addr, size_t size)
 	return access_ok(u64_to_user_ptr(addr), size);
 }
 
+/* amdkfd's set_queue_properties_from_user() checks, shared by create and update */
+static int kfdsim_queue_args_check(u32 percent, u32 priority, u64 ring_base, u32 ring_size)
+{
+	if (percent > KFD_MAX_QUEUE_PERCENTAGE || priority > KFD_MAX_QUEUE_PRIORITY)
+		return -EINVAL;
+	if (ring_base && !kfdsim_user_ok(ring_base, sizeof(u64)))
+		return -EFAULT;
+	if (ring_size && !is_power_of_2(ring_size))
+		return -EINVAL;
+	return 0;
+}
+
 int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_create_queue_args *args = data;
@@ -654,14 +733,10 @@ int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 	u32 qid, dbid;
 	int ret;
 
-	/* amdkfd's set_queue_properties_from_user() checks */
-	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
-	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
-		return -EINVAL;
-	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
-		return -EFAULT;
-	if (!is_power_of_2(args->ring_size) && args->ring_size)
-		return -EINVAL;
+	ret = kfdsim_queue_args_check(args->queue_percentage, args->queue_priority,
+				      args->ring_base_address, args->ring_size);
+	if (ret)
+		return ret;
 	if (!kfdsim_user_ok(args->read_pointer_address, sizeof(u32)) ||
 	    !kfdsim_user_ok(args->write_pointer_address, sizeof(u32)))
 		return -EFAULT;
@@ -674,13 +749,9 @@ int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 		return -EINVAL;
 
 	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-	if (!pdd->drm_priv) {
-		ret = -ESRCH;
+	pdd = kfdsim_pdd_arg(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd)) {
+		ret = PTR_ERR(pdd);
 		goto out_unlock;
 	}
 	qid = find_first_zero_bit(p->qids, KFDSIM_MAX_QUEUES);
@@ -740,15 +811,12 @@ int kfdsim_ioctl_update_queue(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_update_queue_args *args = data;
 	struct kfdsim_queue *q;
-	int ret = 0;
+	int ret;
 
-	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
-	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
-		return -EINVAL;
-	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
-		return -EFAULT;
-	if (!is_power_of_2(args->ring_size) && args->ring_size)
-		return -EINVAL;
+	ret = kfdsim_queue_args_check(args->queue_percentage, args->queue_priority,
+				      args->ring_base_address, args->ring_size);
+	if (ret)
+		return ret;
 
 	mutex_lock(&p->mutex);
 	q = kfdsim_queue_by_id(p, args->queue_id);

@@ -35,7 +35,7 @@
 #include "kfdsim_priv.h"
 
 #define KFDSIM_PRIV_MAGIC		0x5053464b	/* "KFSP" */
-#define KFDSIM_PRIV_VERSION		1
+#define KFDSIM_PRIV_VERSION		2	/* 2: stencil progress in cells */
 #define KFDSIM_PRIV_KERNEL_EVENT_PAGE	BIT(0)
 #define KFDSIM_PRIV_MAX_SIZE		(256ULL << 20)
 
@@ -160,15 +160,18 @@ static unsigned int kfdsim_count_list(struct list_head *head)
 /* ------------------------------------------------------------------ */
 /* PROCESS_INFO, UNPAUSE                                                */
 
+/*
+ * Object counts.  The caller holds @p->event_mutex until it has written
+ * the events out: DESTROY_EVENT takes only that mutex.
+ */
 static void kfdsim_criu_counts(struct kfdsim_process *p, u32 *nbo, u32 *nq,
 			       u32 *nev)
 {
 	lockdep_assert_held(&p->mutex);
+	lockdep_assert_held(&p->event_mutex);
 	*nbo = kfdsim_count_list(&p->bos);
 	*nq = kfdsim_count_list(&p->queues);
-	mutex_lock(&p->event_mutex);
 	*nev = kfdsim_event_count(p);
-	mutex_unlock(&p->event_mutex);
 }
 
 static int kfdsim_criu_process_info(struct kfdsim_process *p,
@@ -177,12 +180,21 @@ static int kfdsim_criu_process_info(struct kfdsim_process *p,
 	u32 nbo, nq, nev;
 
 	mutex_lock(&p->mutex);
+	if (!p->n_pdds) {
+		mutex_unlock(&p->mutex);
+		return -ENODEV;		/* amdkfd: "No pdd for given process" */
+	}
 	/*
 	 * Holding the mutex means the CP is between two chunks of every
-	 * queue of ours; the flag keeps it there until UNPAUSE.
+	 * queue of ours; the eviction keeps it there until UNPAUSE.  A second
+	 * PROCESS_INFO (a second fd of the process) evicts once more, and
+	 * one UNPAUSE then leaves the queues stopped, as in amdkfd.
 	 */
-	p->paused = true;
+	kfdsim_process_evict_queues(p);
+	p->queues_paused = true;
+	mutex_lock(&p->event_mutex);
 	kfdsim_criu_counts(p, &nbo, &nq, &nev);
+	mutex_unlock(&p->event_mutex);
 	args->pid = task_pid_nr_ns(p->lead_thread,
 				   task_active_pid_ns(p->lead_thread));
 	args->num_devices = p->n_pdds;
@@ -198,9 +210,9 @@ static int kfdsim_criu_unpause(struct kfdsim_process *p)
 	int ret = 0;
 
 	mutex_lock(&p->mutex);
-	if (p->paused) {
-		p->paused = false;
-		kfdsim_process_kick(p);
+	if (p->queues_paused) {
+		p->queues_paused = false;
+		kfdsim_process_restore_queues(p);
 	} else {
 		ret = -EINVAL;
 	}
@@ -303,7 +315,7 @@ static void kfdsim_fill_priv(struct kfdsim_process *p, void *blob, u64 size,
 	}
 
 	i = 0;
-	mutex_lock(&p->event_mutex);
+	lockdep_assert_held(&p->event_mutex);
 	if (p->signal_bo)
 		l.hdr->signal_handle = p->signal_handle;
 	else if (p->signal_pages)
@@ -323,7 +335,6 @@ static void kfdsim_fill_priv(struct kfdsim_process *p, void *blob, u64 size,
 			l.events[i].slot = p->signal_slots[ev->id];
 		i++;
 	}
-	mutex_unlock(&p->event_mutex);
 
 	l.hdr->crc = kfdsim_priv_crc(blob, size);
 }
@@ -340,32 +351,43 @@ static int kfdsim_criu_checkpoint(struct kfdsim_process *p,
 	u64 size;
 	int ret;
 
-	if (!args->devices || !args->bos || !args->priv_data)
+	if (!args->devices || !args->bos || !args->priv_data ||
+	    args->priv_data_size > KFDSIM_PRIV_MAX_SIZE ||
+	    args->num_bos > args->priv_data_size / sizeof(struct kfdsim_priv_bo))
 		return -EINVAL;
 
-	mutex_lock(&p->mutex);
-	if (!p->paused) {
-		ret = -EINVAL;
-		goto out_unlock;
+	/* sized from the arguments, which must match the counts below */
+	nbo = args->num_bos;
+	blob = kvzalloc(max_t(u64, args->priv_data_size, 1), GFP_KERNEL);
+	dbk = kcalloc(KFDSIM_MAX_GPUS, sizeof(*dbk), GFP_KERNEL);
+	bbk = kvcalloc(max(nbo, 1u), sizeof(*bbk), GFP_KERNEL);
+	bo_list = kvcalloc(max(nbo, 1u), sizeof(*bo_list), GFP_KERNEL);
+	bufs = kvcalloc(max(nbo, 1u), sizeof(*bufs), GFP_KERNEL);
+	if (!blob || !dbk || !bbk || !bo_list || !bufs) {
+		ret = -ENOMEM;
+		goto out_free;
 	}
+
+	mutex_lock(&p->mutex);
+	mutex_lock(&p->event_mutex);
+	if (!p->n_pdds) {
+		ret = -ENODEV;
+		goto out_unlock_events;
+	}
+	if (!p->queues_paused) {
+		ret = -EINVAL;
+		goto out_unlock_events;
+	}
+	/* counted and written out under one hold of event_mutex */
 	kfdsim_criu_counts(p, &nbo, &nq, &nev);
 	size = kfdsim_priv_size(p->n_pdds, nbo, nq, nev);
 	if (args->num_devices != p->n_pdds || args->num_bos != nbo ||
 	    args->num_objects != nq + nev || args->priv_data_size != size) {
 		ret = -EINVAL;
-		goto out_unlock;
+		goto out_unlock_events;
 	}
-
-	ret = -ENOMEM;
-	blob = kvzalloc(size, GFP_KERNEL);
-	dbk = kcalloc(KFDSIM_MAX_GPUS, sizeof(*dbk), GFP_KERNEL);
-	bbk = kvcalloc(max(nbo, 1u), sizeof(*bbk), GFP_KERNEL);
-	bo_list = kvcalloc(max(nbo, 1u), sizeof(*bo_list), GFP_KERNEL);
-	bufs = kvcalloc(max(nbo, 1u), sizeof(*bufs), GFP_KERNEL);
-	if (!blob || !dbk || !bbk || !bo_list || !bufs)
-		goto out_free;
-
 	kfdsim_fill_priv(p, blob, size, nbo, nq, nev, dbk, bbk, bo_list);
+	mutex_unlock(&p->event_mutex);
 
 	/* dma-bufs and fds last, so nothing leaks when an earlier step fails */
 	for (i = 0; i < nbo; i++) {
@@ -401,7 +423,7 @@ static int kfdsim_criu_checkpoint(struct kfdsim_process *p,
 		if (bufs[i])
 			fd_install(bbk[i].dmabuf_fd, bufs[i]->file);
 	ret = 0;
-	goto out_free;
+	goto out_unlock;
 
 out_put_fds:
 	for (i = 0; i < nbo; i++) {
@@ -410,45 +432,22 @@ out_put_fds:
 		if (bufs[i])
 			dma_buf_put(bufs[i]);
 	}
+	goto out_unlock;
+out_unlock_events:
+	mutex_unlock(&p->event_mutex);
+out_unlock:
+	mutex_unlock(&p->mutex);
 out_free:
 	kvfree(bufs);
 	kvfree(bo_list);
 	kvfree(bbk);
 	kfree(dbk);
 	kvfree(blob);
-out_unlock:
-	mutex_unlock(&p->mutex);
 	return ret;
 }
 
 /* ------------------------------------------------------------------ */
 /* RESTORE                                                              */
-
-/* Back to the state of a freshly opened process (RESTORE rollback). */
-static void kfdsim_process_reset(struct kfdsim_process *p)
-{
-	struct kfdsim_queue *q, *qtmp;
-	struct kfdsim_bo *bo, *btmp;
-	unsigned int i;
-
-	lockdep_assert_held(&p->mutex);
-	list_for_each_entry_safe(q, qtmp, &p->queues, pnode)
-		kfdsim_queue_destroy(q);
-	kfdsim_events_destroy(p);
-	list_for_each_entry_safe(bo, btmp, &p->bos, node)
-		kfdsim_bo_destroy(bo);
-	for (i = 0; i < p->n_pdds; i++) {
-		struct kfdsim_pdd *pdd = &p->pdds[i];
-
-		if (pdd->drm_filp)
-			fput(pdd->drm_filp);
-		pdd->drm_filp = NULL;
-		pdd->drm_priv = NULL;
-		WRITE_ONCE(pdd->user_gpu_id, pdd->dev->gpu_id);
-		memset(page_address(pdd->doorbells), 0, KFDSIM_DOORBELL_SLICE);
-	}
-	p->restore_pending = false;
-}
 
 static bool kfdsim_process_fresh(struct kfdsim_process *p)
 {
@@ -475,7 +474,8 @@ struct kfdsim_restore {
 	/* indexed by pdd */
 	u32 user_id[KFDSIM_MAX_GPUS];
 	struct file *filp[KFDSIM_MAX_GPUS];
-	u64 vram[KFDSIM_MAX_GPUS];
+	/* BOs [0, created) exist; the memory of the others is reserved here */
+	u32 created;
 	/* indexed by bo bucket */
 	unsigned int *bo_pdd;
 	u32 *bo_mapped;
@@ -547,35 +547,16 @@ static int kfdsim_rst_check_devices(struct kfdsim_restore *r)
 
 static int kfdsim_rst_check_bos(struct kfdsim_restore *r)
 {
-	struct kfdsim_process *p = r->p;
 	u32 i, j, k;
 
 	for (i = 0; i < r->nbo; i++) {
 		struct kfd_criu_bo_bucket *b = &r->bbk[i];
 		struct kfdsim_priv_bo *pb = &r->l.bos[i];
-		u32 domain = b->alloc_flags & KFDSIM_ALLOC_DOMAINS;
 		int pi = kfdsim_rst_pdd_of(r, b->gpu_id);
 
-		if (pi < 0 || hweight32(domain) != 1 || !b->size ||
-		    b->size & ~PAGE_MASK || b->addr & ~PAGE_MASK ||
-		    b->addr + b->size < b->addr ||
-		    b->addr + b->size > KFDSIM_GPUVM_LIMIT + 1 ||
-		    pb->idr > INT_MAX)
+		if (pi < 0 || pb->idr > INT_MAX ||
+		    kfdsim_bo_args_check(b->alloc_flags, b->addr, b->size, pb->user_addr))
 			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && b->size != KFDSIM_DOORBELL_SLICE)
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && b->size != PAGE_SIZE)
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
-		    (pb->user_addr & ~PAGE_MASK ||
-		     !access_ok(u64_to_user_ptr(pb->user_addr), b->size)))
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_VRAM) {
-			r->vram[pi] += b->size;
-			if (r->vram[pi] > p->pdds[pi].dev->vram_size -
-					  atomic64_read(&p->pdds[pi].dev->vram_used))
-				return -ENOMEM;
-		}
 		r->bo_pdd[i] = pi;
 		r->bo_mapped[i] = 0;
 		for (j = 0; j < KFDSIM_MAX_GPUS; j++) {
@@ -620,7 +601,7 @@ static int kfdsim_rst_check_objects(struct kfdsim_restore *r)
 		    (pq->ring_size && !is_power_of_2(pq->ring_size)) ||
 		    pq->percent > KFD_MAX_QUEUE_PERCENTAGE ||
 		    pq->priority > KFD_MAX_QUEUE_PRIORITY ||
-		    (pq->cur.active && !kfdsim_kernel_valid(pq->cur.kernel)) ||
+		    (pq->cur.active && kfdsim_dispatch_check(&pq->cur)) ||
 		    test_and_set_bit(pq->queue_id, qids))
 			return -EINVAL;
 		for (k = 0; k < i; k++)
@@ -674,6 +655,18 @@ static int kfdsim_rst_check_objects(struct kfdsim_restore *r)
 	return 0;
 }
 
+/* What BOs [@from, r->nbo) of the image charge (kfdsim_mem.c). */
+static void kfdsim_rst_need(struct kfdsim_restore *r, u32 from,
+			    struct kfdsim_mem_need *need)
+{
+	u32 i;
+
+	memset(need, 0, sizeof(*need));
+	for (i = from; i < r->nbo; i++)
+		kfdsim_mem_need_add(need, r->p->pdds[r->bo_pdd[i]].dev,
+				    r->bbk[i].alloc_flags, r->bbk[i].size);
+}
+
 /* Create everything; any failure here is internal and rolls back fully. */
 static int kfdsim_rst_apply(struct kfdsim_restore *r)
 {
@@ -706,44 +699,20 @@ static int kfdsim_rst_apply(struct kfdsim_restore *r)
 		}
 	}
 
+	for (i = 0; i < r->nbo; i++)
+		r->bbk[i].dmabuf_fd = KFD_INVALID_FD;
 	for (i = 0; i < r->nbo; i++) {
 		struct kfd_criu_bo_bucket *b = &r->bbk[i];
 		struct kfdsim_pdd *pdd = &p->pdds[r->bo_pdd[i]];
 		struct kfdsim_bo *bo;
-		int hid;
 
-		b->dmabuf_fd = KFD_INVALID_FD;
-		bo = kzalloc(sizeof(*bo), GFP_KERNEL);
-		if (!bo)
-			return -ENOMEM;
-		bo->pdd = pdd;
-		bo->flags = b->alloc_flags;
-		bo->va = b->addr;
-		bo->size = b->size;
-		bo->user_addr = r->l.bos[i].user_addr;
+		bo = kfdsim_bo_create(pdd, b->alloc_flags, b->addr, b->size,
+				      r->l.bos[i].user_addr, r->l.bos[i].idr);
+		if (IS_ERR(bo))
+			return PTR_ERR(bo);
+		r->created = i + 1;
 		bo->mapped = r->bo_mapped[i];
-		hid = idr_alloc(&pdd->bo_idr, bo, r->l.bos[i].idr, r->l.bos[i].idr + 1,
-				GFP_KERNEL);
-		if (hid < 0) {
-			kfree(bo);
-			return hid;
-		}
-		bo->idr = hid;
-		list_add_tail(&bo->node, &p->bos);
-		if (bo->flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM)
-			atomic64_add(bo->size, &pdd->dev->vram_used);
-		if (bo->flags & (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)) {
-			bo->shmem = kfdsim_gem_create(pdd->dev, bo->size);
-			if (IS_ERR(bo->shmem)) {
-				ret = PTR_ERR(bo->shmem);
-				bo->shmem = NULL;
-				return ret;
-			}
-			ret = drm_vma_node_allow(&bo->shmem->base.vma_node, pdd->drm_priv);
-			if (ret) {
-				kfdsim_bo_release_backing(bo);
-				return ret;
-			}
+		if (bo->shmem) {
 			r->bufs[i] = drm_gem_prime_export(&bo->shmem->base, O_RDWR);
 			if (IS_ERR(r->bufs[i])) {
 				ret = PTR_ERR(r->bufs[i]);
@@ -815,12 +784,15 @@ static int kfdsim_rst_apply(struct kfdsim_restore *r)
 static int kfdsim_criu_restore(struct kfdsim_process *p,
 			       struct kfd_ioctl_criu_args *args)
 {
+	struct kfdsim_mem_need need;
 	struct kfdsim_restore *r;
 	void *blob = NULL;
 	unsigned int i;
 	int ret;
 
+	/* as 6.1: a process without BOs cannot be restored */
 	if (!args->devices || !args->bos || !args->priv_data ||
+	    !args->num_devices || !args->num_bos ||
 	    args->priv_data_size < sizeof(struct kfdsim_priv_hdr) ||
 	    args->priv_data_size > KFDSIM_PRIV_MAX_SIZE ||
 	    args->num_devices > KFDSIM_MAX_GPUS ||
@@ -854,6 +826,11 @@ static int kfdsim_criu_restore(struct kfdsim_process *p,
 		goto out_free;
 
 	mutex_lock(&p->mutex);
+	/*
+	 * amdkfd evicts the queues first and leaves them evicted when the
+	 * RESTORE fails: only a RESUME after a successful one undoes it.
+	 */
+	kfdsim_process_evict_queues(p);
 	ret = -EINVAL;
 	if (args->num_devices != p->n_pdds || !kfdsim_process_fresh(p))
 		goto out_unlock;
@@ -862,6 +839,11 @@ static int kfdsim_criu_restore(struct kfdsim_process *p,
 		ret = kfdsim_rst_check_bos(r);
 	if (!ret)
 		ret = kfdsim_rst_check_objects(r);
+	if (ret)
+		goto out_unlock;
+	/* the memory of every BO, checked and charged in one step */
+	kfdsim_rst_need(r, 0, &need);
+	ret = kfdsim_mem_reserve(&need);
 	if (ret)
 		goto out_unlock;
 
@@ -878,7 +860,9 @@ static int kfdsim_criu_restore(struct kfdsim_process *p,
 			if (r->bufs[i])
 				dma_buf_put(r->bufs[i]);
 		}
-		kfdsim_process_reset(p);
+		kfdsim_rst_need(r, r->created, &need);	/* never created */
+		kfdsim_mem_unreserve(&need);
+		kfdsim_process_clear(p);
 		goto out_unlock;
 	}
 	for (i = 0; i < r->nbo; i++)
@@ -907,16 +891,21 @@ out_free:
 static int kfdsim_criu_resume(struct kfd_ioctl_criu_args *args)
 {
 	struct kfdsim_process *target;
+	int ret = 0;
 
 	target = kfdsim_process_get_by_pid(args->pid);
 	if (!target)
 		return -ESRCH;
 	mutex_lock(&target->mutex);
-	target->restore_pending = false;
-	kfdsim_process_kick(target);
+	if (target->restore_pending) {
+		target->restore_pending = false;
+		kfdsim_process_restore_queues(target);
+	} else {
+		ret = -EINVAL;	/* amdkfd: MMU notifications were not blocked */
+	}
 	mutex_unlock(&target->mutex);
 	kfdsim_process_put(target);
-	return 0;
+	return ret;
 }
 
 int kfdsim_ioctl_criu(struct kfdsim_process *p, void *data)

@@ -129,7 +129,6 @@ static int kfdsim_dev_create(unsigned int index)
 		return -ENOMEM;
 	dev->index = index;
 	dev->vram_size = (u64)vram_mb << 20;
-	atomic64_set(&dev->vram_used, 0);
 	spin_lock_init(&dev->queue_lock);
 	INIT_LIST_HEAD(&dev->queues);
 	init_waitqueue_head(&dev->cp_wq);
@@ -197,6 +196,7 @@ static int __init kfdsim_init(void)
 	}
 	chunk_kb = clamp(chunk_kb, 4u, 1024u);
 	kfdsim_chunk_bytes = chunk_kb << 10;
+	kfdsim_mem_init();
 
 	for (i = 0; i < num_gpus; i++) {
 		ret = kfdsim_dev_create(i);

@@ -87,7 +87,7 @@ int kfdsim_event_add(struct kfdsim_process *p, u32 type, bool auto_reset,
 	int start, end, id;
 
 	lockdep_assert_held(&p->event_mutex);
-	ev = kzalloc(sizeof(*ev), GFP_KERNEL);
+	ev = kzalloc(sizeof(*ev), GFP_KERNEL_ACCOUNT);
 	if (!ev)
 		return -ENOMEM;
 	ev->type = type;

@@ -6,6 +6,14 @@
  * VRAM or GTT are GEM shmem objects created by /dev/kfd without a GEM
  * handle; user space maps them through the render node's fake offsets,
  * which only the drm_file given to ACQUIRE_VM may use.
+ *
+ * Where amdgpu gives no guarantee, kfdsim takes the least convenient
+ * choice, so that user space relying on luck fails here first: a fake
+ * offset is never one handed out before in this module load (a cursor
+ * that starts at a random place and moves forward by a random gap), so
+ * offsets differ between loads and between a checkpointed process and
+ * its restored copy; VRAM starts filled with a poison word (amdgpu does
+ * not clear VRAM on allocation), GTT zeroed (shmem pages are).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -13,12 +21,15 @@
 #include <linux/iosys-map.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/random.h>
+#include <linux/sched.h>
 #include <drm/drm_drv.h>
 #include <drm/drm_file.h>
 #include <drm/drm_gem.h>
 #include <drm/drm_gem_shmem_helper.h>
 #include <drm/drm_ioctl.h>
 #include <drm/drm_prime.h>
+#include <drm/drm_vma_manager.h>
 
 #include "kfdsim_priv.h"
 
@@ -27,6 +38,17 @@
 #define DRIVER_DATE	"20261125"
 #define DRIVER_MAJOR	1
 #define DRIVER_MINOR	0
+
+#define KFDSIM_OFFSET_END	(DRM_FILE_PAGE_OFFSET_START + DRM_FILE_PAGE_OFFSET_SIZE)
+#define KFDSIM_OFFSET_GAP	64	/* pages, at most, between two offsets */
+
+static bool stable_offsets;
+module_param(stable_offsets, bool, 0444);
+MODULE_PARM_DESC(stable_offsets, "Hand out DRM fake offsets as DRM does (lowest free first), so a restored process may get its old ones back (default no: never reuse an offset)");
+
+static unsigned int vram_poison = 0xa5c3f00d;
+module_param(vram_poison, uint, 0644);
+MODULE_PARM_DESC(vram_poison, "32-bit word new VRAM BOs are filled with, at allocation and RESTORE; 0 leaves them zeroed (default 0xa5c3f00d)");
 
 /*
  * libhsakmt maps VRAM without host access PROT_NONE + MAP_PRIVATE, which
@@ -91,10 +113,75 @@ bool kfdsim_is_render_file(struct file *f, struct kfdsim_dev *dev)
 	       file_priv->minor->dev == &dev->drm->ddev;
 }
 
-struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
-					       u64 size)
+/*
+ * Give @obj a fake offset above every offset handed out before in this
+ * load, a random number of pages further (from the bottom again once the
+ * top of DRM's offset space is reached).
+ */
+static int kfdsim_gem_place_offset(struct kfdsim_dev *dev, struct drm_gem_object *obj)
 {
-	return drm_gem_shmem_create(&dev->drm->ddev, size);
+	struct drm_vma_offset_manager *mgr = obj->dev->vma_offset_manager;
+	struct drm_mm_node *node = &obj->vma_node.vm_node;
+	u64 pages = obj->size >> PAGE_SHIFT;
+	u64 start;
+	int ret;
+
+	drm_gem_free_mmap_offset(obj);
+	write_lock(&mgr->vm_lock);
+	if (!dev->offset_next)	/* first BO of this load: anywhere in the lower half */
+		dev->offset_next = DRM_FILE_PAGE_OFFSET_START +
+				   get_random_u32_below(DRM_FILE_PAGE_OFFSET_SIZE / 2);
+	start = dev->offset_next + 1 + get_random_u32_below(KFDSIM_OFFSET_GAP);
+	ret = drm_mm_insert_node_in_range(&mgr->vm_addr_space_mm, node, pages, 0, 0,
+					  start, KFDSIM_OFFSET_END, DRM_MM_INSERT_LOW);
+	if (ret == -ENOSPC)
+		ret = drm_mm_insert_node_in_range(&mgr->vm_addr_space_mm, node, pages, 0, 0,
+						  DRM_FILE_PAGE_OFFSET_START,
+						  KFDSIM_OFFSET_END, DRM_MM_INSERT_LOW);
+	if (!ret)
+		dev->offset_next = node->start + node->size;
+	write_unlock(&mgr->vm_lock);
+	return ret;
+}
+
+static int kfdsim_gem_poison(struct drm_gem_shmem_object *shmem, u32 word)
+{
+	struct iosys_map map;
+	size_t off, n;
+	int ret;
+
+	ret = drm_gem_shmem_vmap(shmem, &map);
+	if (ret)
+		return ret;
+	for (off = 0; off < shmem->base.size; off += n) {
+		n = min_t(size_t, shmem->base.size - off, SZ_1M);
+		memset32(map.vaddr + off, word, n / 4);
+		cond_resched();
+	}
+	drm_gem_shmem_vunmap(shmem, &map);
+	return 0;
+}
+
+/* The backing of a VRAM (@vram) or GTT BO of @size bytes on @dev. */
+struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
+					       u64 size, bool vram)
+{
+	struct drm_gem_shmem_object *shmem;
+	u32 poison = READ_ONCE(vram_poison);
+	int ret = 0;
+
+	shmem = drm_gem_shmem_create(&dev->drm->ddev, size);
+	if (IS_ERR(shmem))
+		return shmem;
+	if (!stable_offsets)
+		ret = kfdsim_gem_place_offset(dev, &shmem->base);
+	if (!ret && vram && poison)
+		ret = kfdsim_gem_poison(shmem, poison);
+	if (ret) {
+		drm_gem_object_put(&shmem->base);
+		return ERR_PTR(ret);
+	}
+	return shmem;
 }
 
 /* Kernel address of a VRAM/GTT BO for the CP, mapped on first use. */

@@ -20,6 +20,14 @@
 
 #include "uapi/kfdsim.h"
 
+/*
+ * The KFD ioctl ABI version kfdsim implements and reports, whatever
+ * <uapi/linux/kfd_ioctl.h> the module is built against (the struct
+ * sizes are checked against it in kfdsim_chardev.c).
+ */
+#define KFDSIM_IOCTL_MAJOR_VERSION	1
+#define KFDSIM_IOCTL_MINOR_VERSION	11
+
 #define KFDSIM_MAX_GPUS			16
 #define KFDSIM_MAX_QUEUES		1024	/* per process, as amdkfd */
 #define KFDSIM_DOORBELL_SLICE		8192	/* 1024 64-bit doorbells */
@@ -71,7 +79,8 @@ struct kfdsim_drm {
  * @index: 0-based GPU index; topology node @index + 1
  * @gpu_id: the 16-bit non-zero id shown in sysfs and used by user space
  * @vram_size: bytes of "VRAM" reported and enforced
- * @vram_used: bytes of VRAM allocated by all processes
+ * @vram_used: bytes of VRAM reserved by all processes. Protected by
+ *	kfdsim_mem_lock (kfdsim_mem.c)
  * @pdev: platform device parenting @drm
  * @drm: render node
  * @render_minor: minor of /dev/dri/renderD<N>
@@ -82,13 +91,15 @@ struct kfdsim_drm {
  * @nr_queues: length of @queues. Protected by @queue_lock
  * @cp_wq: the CP sleeps here when idle
  * @cp_kick: set when a queue may have become runnable
- * @bounce: three KFDSIM_CHUNK_MAX buffers, used by @cp_thread only
+ * @bounce: three chunk_kb + 16 byte buffers, used by @cp_thread only
+ * @offset_next: first page after the last DRM fake offset handed out.
+ *	Protected by the DRM device's vma_offset_manager lock
  */
 struct kfdsim_dev {
 	unsigned int index;
 	u32 gpu_id;
 	u64 vram_size;
-	atomic64_t vram_used;
+	u64 vram_used;
 	struct platform_device *pdev;
 	struct kfdsim_drm *drm;
 	unsigned int render_minor;
@@ -100,6 +111,7 @@ struct kfdsim_dev {
 	wait_queue_head_t cp_wq;
 	atomic_t cp_kick;
 	void *bounce[3];
+	u64 offset_next;
 };
 
 struct kfdsim_process;
@@ -151,9 +163,13 @@ struct kfdsim_pdd {
  * @bos: every BO of every pdd. Protected by @mutex
  * @queues: queues. Protected by @mutex
  * @qids: allocated queue ids. Protected by @mutex
- * @paused: queues evicted by CRIU PROCESS_INFO. Protected by @mutex
- * @restore_pending: queues evicted by CRIU RESTORE until RESUME.
- *	Protected by @mutex
+ * @evicted: evictions of the queues not yet undone (amdkfd's
+ *	qpd->evicted): PROCESS_INFO and RESTORE add one, UNPAUSE and RESUME
+ *	take one back, queues run only at 0.  Protected by @mutex
+ * @queues_paused: PROCESS_INFO evicted the queues and no UNPAUSE
+ *	followed (amdkfd's p->queues_paused).  Protected by @mutex
+ * @restore_pending: a RESTORE succeeded and no RESUME followed (amdkfd's
+ *	block_mmu_notifications).  Protected by @mutex
  * @event_mutex: protects @event_idr, @signal_*, each event and @event_gen
  * @event_idr: event id -> struct kfdsim_event
  * @signal_slots: kernel address of the events page, or NULL
@@ -175,7 +191,8 @@ struct kfdsim_process {
 	struct list_head bos;
 	struct list_head queues;
 	DECLARE_BITMAP(qids, KFDSIM_MAX_QUEUES);
-	bool paused;
+	unsigned int evicted;
+	bool queues_paused;
 	bool restore_pending;
 
 	struct mutex event_mutex;
@@ -221,7 +238,7 @@ struct kfdsim_bo {
  * @kernel: KFDSIM_KERNEL_* id
  * @packet: copy of the AQL packet
  * @args: copy of the kernel arguments
- * @progress: units done (words, bytes or rows)
+ * @progress: units done (words, bytes or grid cells)
  * @accum: partial result (checksum)
  */
 struct kfdsim_dispatch {
@@ -300,12 +317,31 @@ extern bool kfdsim_xgmi;
 struct kfdsim_dev *kfdsim_dev_by_gpu_id(u32 gpu_id);
 bool kfdsim_dev_allowed(struct kfdsim_dev *dev);
 
+/* kfdsim_mem.c */
+/**
+ * struct kfdsim_mem_need - memory a set of BOs charges (kfd_mem_limit)
+ * @vram: VRAM bytes, indexed by kfdsim_dev.index
+ * @gtt: GTT bytes (amdkfd's TTM limit)
+ * @sys: GTT and USERPTR bytes (amdkfd's system memory limit)
+ */
+struct kfdsim_mem_need {
+	u64 vram[KFDSIM_MAX_GPUS];
+	u64 gtt;
+	u64 sys;
+};
+void kfdsim_mem_init(void);
+void kfdsim_mem_need_add(struct kfdsim_mem_need *n, struct kfdsim_dev *dev,
+			 u32 flags, u64 size);
+int kfdsim_mem_reserve(const struct kfdsim_mem_need *n);
+void kfdsim_mem_unreserve(const struct kfdsim_mem_need *n);
+u64 kfdsim_mem_vram_free(struct kfdsim_dev *dev);
+
 /* kfdsim_gem.c */
 int kfdsim_drm_register(struct kfdsim_dev *dev);
 void kfdsim_drm_unregister(struct kfdsim_dev *dev);
 bool kfdsim_is_render_file(struct file *f, struct kfdsim_dev *dev);
 struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
-					       u64 size);
+					       u64 size, bool vram);
 void *kfdsim_bo_kaddr(struct kfdsim_bo *bo);
 void kfdsim_bo_release_backing(struct kfdsim_bo *bo);
 
@@ -317,9 +353,14 @@ void kfdsim_topology_exit(void);
 int kfdsim_chardev_init(void);
 void kfdsim_chardev_exit(void);
 struct kfdsim_pdd *kfdsim_pdd_by_user_id(struct kfdsim_process *p, u32 id);
+struct kfdsim_pdd *kfdsim_pdd_arg(struct kfdsim_process *p, u32 gpu_id, int novm_err);
 struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle);
 struct kfdsim_process *kfdsim_process_get_by_pid(pid_t pid);
 void kfdsim_process_put(struct kfdsim_process *p);
+void kfdsim_process_clear(struct kfdsim_process *p);
+int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr);
+struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
+				   u64 size, u64 user_addr, int handle);
 void kfdsim_bo_destroy(struct kfdsim_bo *bo);
 u64 kfdsim_bo_mmap_offset(struct kfdsim_bo *bo);
 bool kfdsim_va_conflicts(struct kfdsim_process *p, unsigned int pdd_idx,
@@ -349,12 +390,15 @@ int kfdsim_ioctl_destroy_queue(struct kfdsim_process *p, void *data);
 int kfdsim_ioctl_update_queue(struct kfdsim_process *p, void *data);
 int kfdsim_ioctl_set_cu_mask(struct kfdsim_process *p, void *data);
 struct kfdsim_queue *kfdsim_queue_alloc(struct kfdsim_pdd *pdd);
+struct kfdsim_queue *kfdsim_queue_by_id(struct kfdsim_process *p, u32 qid);
 void kfdsim_queue_attach(struct kfdsim_queue *q);
 void kfdsim_queue_destroy(struct kfdsim_queue *q);
 void kfdsim_queue_put(struct kfdsim_queue *q);
 void kfdsim_process_kick(struct kfdsim_process *p);
+void kfdsim_process_evict_queues(struct kfdsim_process *p);
+void kfdsim_process_restore_queues(struct kfdsim_process *p);
 u64 *kfdsim_doorbell_slot(struct kfdsim_pdd *pdd, u32 doorbell_id);
-bool kfdsim_kernel_valid(u32 kernel);
+int kfdsim_dispatch_check(const struct kfdsim_dispatch *d);
 
 /* kfdsim_criu.c */
 int kfdsim_ioctl_criu(struct kfdsim_process *p, void *data);

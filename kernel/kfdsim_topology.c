@@ -99,7 +99,7 @@ static ssize_t kfdsim_show_node_props(unsigned int node, char *buf)
 	KFDSIM_PROP("max_waves_per_simd", gpu ? 10 : 0);
 	KFDSIM_PROP("lds_size_in_kb", gpu ? 64 : 0);
 	KFDSIM_PROP("gds_size_in_kb", 0);
-	KFDSIM_PROP("num_gws", gpu ? 64 : 0);
+	KFDSIM_PROP("num_gws", 0);	/* no GWS: ALLOC_QUEUE_GWS fails */
 	KFDSIM_PROP("wave_front_size", gpu ? 64 : 0);
 	KFDSIM_PROP("array_count", gpu ? 4 : 0);
 	KFDSIM_PROP("simd_arrays_per_engine", gpu ? 1 : 0);

@@ -6,9 +6,15 @@
  * semantics (any/all, auto-reset, timeouts, unknown ids), BARRIER_AND on a
  * userptr queue, a faulting dispatch raising the MEMORY event with its
  * address, queue errnos, VRAM exhaustion, PROT_NONE MAP_PRIVATE VRAM and
- * render-node offsets refused to another drm_file.  Prints "ok: ..." per
- * check and exits 1 at the first failure.  Run as root on a fresh module
- * load with vram_mb below 1 TiB.
+ * render-node offsets refused to another drm_file; and the behaviours
+ * kfdsim copies from amdgpu on purpose: the ABI version, poisoned VRAM and
+ * zeroed GTT, DRM offsets never handed out twice, doorbell offsets with
+ * the actual gpu_id, no GWS, the GTT/system memory limits, zero-sized
+ * dispatches faulting, the CRIU errnos and amdkfd's eviction counting.
+ * Prints "ok: ..." per check and exits 1 at the first failure.  Run as
+ * root with vram_mb below 1 TiB and no other KFD user.
+ *
+ * "kfdsim-basic offset" only prints the DRM offset of a new GTT BO.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -20,11 +26,52 @@
 #include <errno.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <linux/kfd_ioctl.h>
 #include "uapi/kfdsim.h"
 #define CHK(x) do { if ((x) < 0) { printf("FAIL %s:%d %s: %s\n", __FILE__, __LINE__, #x, strerror(errno)); exit(1);} } while (0)
 #define EXPECT(c) do { if (!(c)) { printf("FAIL %d: %s\n", __LINE__, #c); exit(1);} else printf("ok: %s\n", #c); } while (0)
 static int kfd, rfd; static uint32_t gid;
+#define PARAMS "/sys/module/kfdsim/parameters/"
+static unsigned long long param(const char *name)
+{
+	unsigned long long v = 0; FILE *f = fopen(name, "r");
+	if (!f || fscanf(f, "%llu", &v) != 1) { printf("FAIL: cannot read %s\n", name); exit(1); }
+	fclose(f); return v;
+}
+static int param_bool(const char *name)
+{
+	char c = 0; FILE *f = fopen(name, "r");
+	if (!f || fscanf(f, " %c", &c) != 1) { printf("FAIL: cannot read %s\n", name); exit(1); }
+	fclose(f); return c == 'Y' || c == 'y' || c == '1';
+}
+static void set_param(const char *name, unsigned long long v)
+{
+	FILE *f = fopen(name, "w");
+	if (!f || fprintf(f, "%llu\n", v) < 0 || fclose(f)) { printf("FAIL: cannot write %s\n", name); exit(1); }
+}
+/* the limits this test lowers, put back however it ends */
+static unsigned long long saved_gtt = 0, saved_sys = 0;
+static void restore_params(void)
+{
+	if (saved_gtt) set_param(PARAMS "gtt_limit_mb", saved_gtt);
+	if (saved_sys) set_param(PARAMS "sysmem_limit_mb", saved_sys);
+}
+static int alloc(uint64_t va, uint64_t size, uint32_t flags, uint64_t uaddr, struct kfd_ioctl_alloc_memory_of_gpu_args *a)
+{
+	*a = (struct kfd_ioctl_alloc_memory_of_gpu_args){ .va_addr = va, .size = size, .gpu_id = gid, .flags = flags, .mmap_offset = uaddr };
+	return ioctl(kfd, AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, a);
+}
+static int free_bo(uint64_t handle)
+{
+	struct kfd_ioctl_free_memory_of_gpu_args f = { .handle = handle };
+	return ioctl(kfd, AMDKFD_IOC_FREE_MEMORY_OF_GPU, &f);
+}
+static int criu(uint32_t op, struct kfd_ioctl_criu_args *a)
+{
+	a->op = op;
+	return ioctl(kfd, AMDKFD_IOC_CRIU_OP, a);
+}
 static int wait1(uint32_t *ids, int n, int all, unsigned ms, struct kfd_event_data *ed)
 {
 	for (int i = 0; i < n; i++) { memset(&ed[i], 0, sizeof ed[i]); ed[i].event_id = ids[i]; }
@@ -32,10 +79,51 @@ static int wait1(uint32_t *ids, int n, int all, unsigned ms, struct kfd_event_da
 	CHK(ioctl(kfd, AMDKFD_IOC_WAIT_EVENTS, &we));
 	return we.wait_result;
 }
-int main(void)
+/* a queue in userptr memory: ring at ring, write/read index at ctl */
+static volatile uint64_t *make_queue(char *ring, char *ctl, uint32_t *qid)
+{
+	struct kfd_ioctl_create_queue_args cq = { .ring_base_address = (uint64_t)ring, .ring_size = 4096, .gpu_id = gid,
+		.queue_type = KFD_IOC_QUEUE_TYPE_COMPUTE_AQL, .queue_percentage = 100,
+		.write_pointer_address = (uint64_t)ctl, .read_pointer_address = (uint64_t)ctl + 8 };
+	CHK(ioctl(kfd, AMDKFD_IOC_CREATE_QUEUE, &cq));
+	char *page = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, kfd, cq.doorbell_offset & ~0x1fffULL);
+	if (page == MAP_FAILED) { printf("FAIL: doorbell mmap: %s\n", strerror(errno)); exit(1); }
+	*qid = cq.queue_id;
+	return (volatile uint64_t *)(page + (cq.doorbell_offset & 0x1fff));
+}
+/* publish a dispatch of kernel at packet index idx and ring */
+static void dispatch(char *ring, char *ctl, volatile uint64_t *db, uint64_t idx, uint32_t kernel, void *args, void *signal)
+{
+	struct kfdsim_aql_dispatch *d = (void *)(ring + (idx % 64) * 64);
+	memset(d, 0, 64); d->kernel_object = KFDSIM_KERNEL_OBJECT(kernel); d->kernarg_address = (uint64_t)args;
+	d->completion_signal = (uint64_t)signal;
+	__atomic_store_n(&d->header, KFDSIM_AQL_TYPE_KERNEL_DISPATCH, __ATOMIC_RELEASE);
+	*(uint64_t *)ctl = idx + 1; *db = idx + 1;
+}
+static uint32_t unused_gpu_id(void)
+{
+	uint32_t id = gid, ids[64]; int n = 0, i;
+	char path[128];
+	for (i = 1; i < 64; i++) {
+		snprintf(path, sizeof(path), "/sys/devices/virtual/kfd/kfd/topology/nodes/%d/gpu_id", i);
+		FILE *f = fopen(path, "r");
+		if (!f) break;
+		if (fscanf(f, "%u", &ids[n]) == 1) n++;
+		fclose(f);
+	}
+	for (;;) {
+		id = (id * 7 + 1) & 0xffff;
+		for (i = 0; i < n && ids[i] != id; i++) ;
+		if (id && i == n) return id;
+	}
+}
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	kfd = open("/dev/kfd", O_RDWR); CHK(kfd);
+	struct kfd_ioctl_get_version_args ver = { 0 };
+	CHK(ioctl(kfd, AMDKFD_IOC_GET_VERSION, &ver));
+	EXPECT(ver.major_version == 1 && ver.minor_version == 11);
 	FILE *f = fopen("/sys/devices/virtual/kfd/kfd/topology/nodes/1/gpu_id", "r");
 	char k[64], node[64];
 	unsigned long long val, minor = 0;
@@ -52,6 +140,12 @@ int main(void)
 	struct kfd_ioctl_alloc_memory_of_gpu_args a = { .va_addr = 0x200000000ULL, .size = 65536, .gpu_id = gid, .flags = KFD_IOC_ALLOC_MEM_FLAGS_GTT };
 	errno = 0; EXPECT(ioctl(kfd, AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, &a) < 0 && errno == ENODEV);
 	CHK(ioctl(kfd, AMDKFD_IOC_ACQUIRE_VM, &acq));
+	if (argc > 1 && !strcmp(argv[1], "offset")) {
+		struct kfd_ioctl_alloc_memory_of_gpu_args g;
+		CHK(alloc(0x200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &g));
+		printf("gtt offset 0x%llx\n", (unsigned long long)g.mmap_offset);
+		return 0;
+	}
 	int rfd2 = open(node, O_RDWR);
 	struct kfd_ioctl_acquire_vm_args acq2 = { .drm_fd = rfd2, .gpu_id = gid };
 	errno = 0; EXPECT(ioctl(kfd, AMDKFD_IOC_ACQUIRE_VM, &acq2) < 0 && errno == EBUSY);
@@ -150,6 +244,135 @@ int main(void)
 	EXPECT(pn != MAP_FAILED);
 	void *pw = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, rfd2, vr.mmap_offset);
 	EXPECT(pw == MAP_FAILED);  /* other drm_file */
+
+	/* ---- what kfdsim copies from amdgpu on purpose ---- */
+	/* VRAM starts poisoned, GTT zeroed */
+	uint32_t poison = param(PARAMS "vram_poison");
+	struct kfd_ioctl_alloc_memory_of_gpu_args pv, pg;
+	CHK(alloc(0x2100000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC, 0, &pv));
+	uint32_t *vw = mmap(NULL, 65536, PROT_READ, MAP_SHARED, rfd, pv.mmap_offset);
+	EXPECT(vw != MAP_FAILED);
+	int odd = 0;
+	for (int i = 0; i < 65536 / 4; i++) odd += vw[i] != poison;
+	printf("vram poison 0x%08x, %d other words\n", poison, odd);
+	EXPECT(poison != 0 && odd == 0);
+	CHK(alloc(0x2200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &pg));
+	uint32_t *gw = mmap(NULL, 65536, PROT_READ, MAP_SHARED, rfd, pg.mmap_offset);
+	EXPECT(gw != MAP_FAILED);
+	for (int i = 0; i < 65536 / 4; i++) odd += gw[i] != 0;
+	EXPECT(odd == 0);
+	/* a DRM offset is never handed out again */
+	uint64_t off1 = pg.mmap_offset;
+	munmap(gw, 65536); CHK(free_bo(pg.handle));
+	CHK(alloc(0x2200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &pg));
+	printf("gtt offsets 0x%llx then 0x%llx\n", (unsigned long long)off1, (unsigned long long)pg.mmap_offset);
+	EXPECT(param_bool(PARAMS "stable_offsets") || pg.mmap_offset != off1);
+	/* doorbell offsets carry the actual gpu_id; one no GPU has is ENODEV */
+	struct kfd_ioctl_alloc_memory_of_gpu_args dbo;
+	CHK(alloc(0x2300000000ULL, 8192, KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL, 0, &dbo));
+	EXPECT(dbo.mmap_offset >> 62 == 3 && ((dbo.mmap_offset >> 46) & 0xffff) == gid);
+	struct kfd_process_device_apertures pap[16];
+	struct kfd_ioctl_get_process_apertures_new_args pa = { .kfd_process_device_apertures_ptr = (uint64_t)pap, .num_of_nodes = 16 };
+	CHK(ioctl(kfd, AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, &pa));
+	EXPECT(pa.num_of_nodes >= 1 && pap[0].gpu_id == gid);
+	uint64_t nogpu = (3ULL << 62) | ((uint64_t)unused_gpu_id() << 46);
+	errno = 0; EXPECT(mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, kfd, nogpu) == MAP_FAILED && errno == ENODEV);
+
+	/* no GWS: an unknown queue is EINVAL, a real one ENODEV */
+	char *ring2 = mem + 0x20000, *ctl2 = mem + 0x30000, *ring3 = mem + 0x40000, *ctl3 = mem + 0x50000;
+	uint32_t q2, q3;
+	volatile uint64_t *db2 = make_queue(ring2, ctl2, &q2), *db3 = make_queue(ring3, ctl3, &q3);
+	struct kfd_ioctl_alloc_queue_gws_args gws = { .queue_id = 999, .num_gws = 1 };
+	errno = 0; EXPECT(ioctl(kfd, AMDKFD_IOC_ALLOC_QUEUE_GWS, &gws) < 0 && errno == EINVAL);
+	gws.queue_id = q2;
+	errno = 0; EXPECT(ioctl(kfd, AMDKFD_IOC_ALLOC_QUEUE_GWS, &gws) < 0 && errno == ENODEV);
+
+	/* zero-sized work faults the queue at the kernel arguments */
+	struct kfdsim_args_fill *zf = (void *)(ctl2 + 512);
+	*zf = (struct kfdsim_args_fill){ .dst = (uint64_t)mem, .count = 0, .value = 1 };
+	dispatch(ring2, ctl2, db2, 0, KFDSIM_KERNEL_FILL, zf, NULL);
+	EXPECT(wait1(&mid, 1, 0, 5000, ed) == KFD_IOC_WAIT_RESULT_COMPLETE);
+	EXPECT(ed[0].memory_exception_data.va == (uint64_t)zf && *(uint64_t *)(ctl2 + 8) == 0);
+	/* a STENCIL 0 cells wide and 2^32 - 1 rows high is refused at once */
+	struct kfdsim_args_stencil *zs = (void *)(ctl3 + 512);
+	*zs = (struct kfdsim_args_stencil){ .dst = (uint64_t)mem, .src = (uint64_t)mem + 4096, .width = 0, .height = 0xffffffffu };
+	dispatch(ring3, ctl3, db3, 0, KFDSIM_KERNEL_STENCIL, zs, NULL);
+	EXPECT(wait1(&mid, 1, 0, 5000, ed) == KFD_IOC_WAIT_RESULT_COMPLETE);
+	EXPECT(ed[0].memory_exception_data.va == (uint64_t)zs);
+
+	/* memory limits: one BO beyond them, then limits lowered at run time */
+	struct kfd_ioctl_alloc_memory_of_gpu_args x, y;
+	errno = 0; EXPECT(alloc(0x4000000000ULL, 1ULL << 40, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &x) < 0 && errno == ENOMEM);
+	errno = 0; EXPECT(alloc(0x4000000000ULL, 1ULL << 40, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, 0x100000000000ULL, &x) < 0 && errno == ENOMEM);
+	saved_gtt = param(PARAMS "gtt_limit_mb");
+	saved_sys = param(PARAMS "sysmem_limit_mb");
+	atexit(restore_params);
+	printf("gtt_limit_mb %llu sysmem_limit_mb %llu\n", saved_gtt, saved_sys);
+	set_param(PARAMS "gtt_limit_mb", 8);
+	CHK(alloc(0x4000000000ULL, 4 << 20, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &x));
+	errno = 0; EXPECT(alloc(0x4100000000ULL, 4 << 20, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &y) < 0 && errno == ENOMEM);
+	CHK(free_bo(x.handle));
+	CHK(alloc(0x4100000000ULL, 4 << 20, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &y));
+	CHK(free_bo(y.handle));
+	set_param(PARAMS "gtt_limit_mb", saved_gtt);
+	set_param(PARAMS "sysmem_limit_mb", 8);	/* 1 MiB userptr + some GTT in use */
+	char *upmem = mmap(NULL, 7 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	errno = 0; EXPECT(alloc(0x4200000000ULL, 7 << 20, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, (uint64_t)upmem, &x) < 0 && errno == ENOMEM);
+	CHK(alloc(0x4200000000ULL, 4 << 20, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, (uint64_t)upmem, &x));
+	CHK(free_bo(x.handle));
+	restore_params();
+
+	/* CRIU ops on our own fd (we are root) */
+	struct kfd_ioctl_criu_args ca = { .pid = getpid() };
+	errno = 0; EXPECT(criu(KFD_CRIU_OP_RESUME, &ca) < 0 && errno == EINVAL);	/* no RESTORE pending */
+	memset(&ca, 0, sizeof(ca));
+	errno = 0; EXPECT(criu(KFD_CRIU_OP_UNPAUSE, &ca) < 0 && errno == EINVAL);
+	/* an event destroyed between PROCESS_INFO and CHECKPOINT: EINVAL */
+	struct kfd_ioctl_criu_args info = { 0 };
+	CHK(criu(KFD_CRIU_OP_PROCESS_INFO, &info));
+	printf("process_info: %u devices, %u BOs, %u objects, %llu bytes\n", info.num_devices, info.num_bos,
+	       info.num_objects, (unsigned long long)info.priv_data_size);
+	struct kfd_ioctl_destroy_event_args de = { .event_id = e2.event_id };
+	CHK(ioctl(kfd, AMDKFD_IOC_DESTROY_EVENT, &de));
+	struct kfd_criu_device_bucket *cdev = calloc(info.num_devices + 16, sizeof(*cdev));
+	struct kfd_criu_bo_bucket *cbo = calloc(info.num_bos + 16, sizeof(*cbo));
+	void *cpriv = calloc(1, info.priv_data_size + 4096);
+	ca = info;
+	ca.devices = (uint64_t)cdev; ca.bos = (uint64_t)cbo; ca.priv_data = (uint64_t)cpriv;
+	errno = 0; EXPECT(criu(KFD_CRIU_OP_CHECKPOINT, &ca) < 0 && errno == EINVAL);
+	CHK(criu(KFD_CRIU_OP_UNPAUSE, &ca));
+	/* with counts that hold it works */
+	memset(&info, 0, sizeof(info));
+	CHK(criu(KFD_CRIU_OP_PROCESS_INFO, &info));
+	free(cbo); free(cpriv);
+	cbo = calloc(info.num_bos + 1, sizeof(*cbo));
+	cpriv = calloc(1, info.priv_data_size + 1);
+	ca = info;
+	ca.devices = (uint64_t)cdev; ca.bos = (uint64_t)cbo; ca.priv_data = (uint64_t)cpriv;
+	CHK(criu(KFD_CRIU_OP_CHECKPOINT, &ca));
+	for (uint32_t i = 0; i < info.num_bos; i++)
+		if (cbo[i].dmabuf_fd != KFD_INVALID_FD) close(cbo[i].dmabuf_fd);
+	EXPECT(cdev[0].actual_gpu_id == gid && cdev[0].user_gpu_id == gid);
+	CHK(criu(KFD_CRIU_OP_UNPAUSE, &ca));
+	/*
+	 * amdkfd counts evictions: two PROCESS_INFOs (two fds of one process)
+	 * need two UNPAUSEs, the second finds the queues not paused (EINVAL),
+	 * and the queues stay stopped.
+	 */
+	CHK(criu(KFD_CRIU_OP_PROCESS_INFO, &ca));
+	CHK(criu(KFD_CRIU_OP_PROCESS_INFO, &ca));
+	CHK(criu(KFD_CRIU_OP_UNPAUSE, &ca));
+	errno = 0; EXPECT(criu(KFD_CRIU_OP_UNPAUSE, &ca) < 0 && errno == EINVAL);
+	char *ring4 = mem + 0x60000, *ctl4 = mem + 0x70000;
+	uint32_t q4;
+	volatile uint64_t *db4 = make_queue(ring4, ctl4, &q4);
+	struct kfdsim_signal *sig4 = (void *)(ctl4 + 256);
+	struct kfdsim_args_fill *f4 = (void *)(ctl4 + 512);
+	sig4->value = 1;
+	*f4 = (struct kfdsim_args_fill){ .dst = (uint64_t)mem + 0x80000, .count = 16, .value = 7 };
+	dispatch(ring4, ctl4, db4, 0, KFDSIM_KERNEL_FILL, f4, sig4);
+	usleep(300000);
+	EXPECT(sig4->value == 1 && *(uint64_t *)(ctl4 + 8) == 0);	/* still evicted */
 	printf("kfdsim-basic: ok\n");
 	return 0;
 }

@@ -6,6 +6,10 @@
  *   render: <open result of /dev/dri/renderD<MINOR>>
  *   visible: <GPUs in GET_PROCESS_APERTURES_NEW>
  *   node N: <gpu_id or the error reading it>
+ * MINOR "all" denies every render node: the process then has no GPU, and
+ * CRIU_OP PROCESS_INFO and CHECKPOINT on its own fd report amdkfd's ENODEV:
+ *   process_info: <errno name>
+ *   checkpoint: <errno name>
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,20 +34,21 @@ int main(int argc, char **argv)
 	struct kfd_ioctl_get_process_apertures_new_args ap = { 0 };
 	union bpf_attr a;
 	char path[256], buf[64];
-	int minor, pfd, cg, fd, n;
+	int minor, pfd, cg, fd, kfd, n, all;
 	FILE *f;
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s CGROUP MINOR\n", argv[0]);
 		return 2;
 	}
-	minor = atoi(argv[2]);
-	/* r2 = major, r3 = minor; deny 226:minor, allow the rest */
+	all = !strcmp(argv[2], "all");
+	minor = all ? 128 : atoi(argv[2]);
+	/* r2 = major, r3 = minor; deny 226:minor (226:* for "all"), allow the rest */
 	struct bpf_insn prog[] = {
 		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1, .off = 4 },
 		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 3, .src_reg = 1, .off = 8 },
 		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 3, .imm = 226 },
-		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 3, .off = 2, .imm = minor },
+		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 3, .off = all ? 0 : 2, .imm = minor },
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
 		{ .code = BPF_JMP | BPF_EXIT },
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 1 },
@@ -83,12 +88,24 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "/dev/dri/renderD%d", minor);
 	fd = open(path, O_RDWR);
 	printf("render: %s\n", fd < 0 ? strerror(errno) : "ok");
-	fd = open("/dev/kfd", O_RDWR);
-	if (fd < 0 || ioctl(fd, AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, &ap)) {
+	kfd = open("/dev/kfd", O_RDWR);
+	if (kfd < 0 || ioctl(kfd, AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, &ap)) {
 		perror("/dev/kfd");
 		return 1;
 	}
 	printf("visible: %u\n", ap.num_of_nodes);
+	if (all) {
+		struct kfd_ioctl_criu_args c = { .op = KFD_CRIU_OP_PROCESS_INFO };
+		char dummy[64];
+
+		errno = 0;
+		printf("process_info: %s\n", ioctl(kfd, AMDKFD_IOC_CRIU_OP, &c) ? strerrorname_np(errno) : "ok");
+		memset(&c, 0, sizeof(c));
+		c.op = KFD_CRIU_OP_CHECKPOINT;
+		c.devices = c.bos = c.priv_data = (uintptr_t)dummy;
+		errno = 0;
+		printf("checkpoint: %s\n", ioctl(kfd, AMDKFD_IOC_CRIU_OP, &c) ? strerrorname_np(errno) : "ok");
+	}
 	for (n = 1; n <= 64; n++) {
 		ssize_t k;
 

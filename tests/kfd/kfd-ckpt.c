@@ -8,13 +8,17 @@
  *	CHECKPOINT, read every VRAM/GTT BO through its dma-buf (userptr BOs
  *	through /proc/PID/mem), write DIR/kfd.img, then UNPAUSE and detach
  *	(or, with --kill, SIGKILL the target instead).
- *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]
+ *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate|topology] [--skip-zero-pages]
+ *		[-- COMMAND ARGS...]
  *	Start COMMAND (default: kfd-workload --restore DIR, from this
  *	program's directory) as a fresh process.  It RESTOREs the image on
  *	its own /dev/kfd (KFDTEST_RESTORE_GPUS maps image device i to the
  *	i-th actual gpu_id), sends its pid over $KFDTEST_SYNC_FD, and we
  *	RESUME it on our own /dev/kfd.  Exits with COMMAND's status.
  *	"--gpus rotate" puts image device i onto the GPU of device i + 1.
+ *	"--skip-zero-pages" makes the restored process leave out the BO
+ *	pages that were all zero (a restorer that trusts new memory to be
+ *	zero), to show that kfdsim's VRAM is not.
  *   kfd-ckpt resume PID
  *	CRIU_OP RESUME of PID.
  *   kfd-ckpt try CASE [PID | DIR [--gpus ...]]
@@ -50,6 +54,7 @@
 #include "libkfdtest.h"
 
 #define MAX_THREADS	256
+#define MAX_KFD_FDS	16
 
 static const char *prog = "kfd-ckpt";
 
@@ -62,8 +67,9 @@ struct target {
 	int ntids;
 	pid_t tids[MAX_THREADS];
 	int sigs[MAX_THREADS];		/* signal to re-inject at detach */
-	int kfd_fd;			/* our copy of the target's /dev/kfd fd */
-	int target_fd;			/* its number in the target */
+	int kfd_fd;			/* our copy of the target's first /dev/kfd fd */
+	int nkfd;			/* the target's /dev/kfd fds ... */
+	int target_fds[MAX_KFD_FDS];	/* ... and their numbers there */
 };
 
 static double now_ms(void)
@@ -154,15 +160,37 @@ static int seize_all(struct target *t)
 	return 0;
 }
 
-/* Find the target's /dev/kfd fd and dup it into us. */
+/* Copy the target's fd number @fd into us (pidfd_getfd). */
+static int copy_fd(pid_t pid, int fd)
+{
+	int pidfd, ours;
+
+	pidfd = syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		ERR("pidfd_open %d: %s", pid, strerror(errno));
+		return -1;
+	}
+	ours = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	if (ours < 0)
+		ERR("pidfd_getfd %d fd %d: %s", pid, fd, strerror(errno));
+	close(pidfd);
+	return ours;
+}
+
+/*
+ * Find the target's /dev/kfd fds and copy the first into us.  However
+ * many there are (several opens, other threads' opens), they all name the
+ * one KFD process of the target's mm: it is checkpointed once, through
+ * any of them.
+ */
 static int grab_kfd_fd(struct target *t)
 {
 	char path[64], link[PATH_MAX];
 	struct dirent *de;
-	int pidfd, fd = -1;
 	DIR *dir;
 
 	t->kfd_fd = -1;
+	t->nkfd = 0;
 	snprintf(path, sizeof(path), "/proc/%d/fd", t->pid);
 	dir = opendir(path);
 	if (!dir) {
@@ -180,26 +208,15 @@ static int grab_kfd_fd(struct target *t)
 		if (n <= 0)
 			continue;
 		link[n] = 0;
-		if (!strcmp(link, "/dev/kfd")) {
-			fd = atoi(de->d_name);
-			break;
-		}
+		if (!strcmp(link, "/dev/kfd") && t->nkfd < MAX_KFD_FDS)
+			t->target_fds[t->nkfd++] = atoi(de->d_name);
 	}
 	closedir(dir);
-	if (fd < 0) {
+	if (!t->nkfd) {
 		ERR("pid %d has no /dev/kfd open", t->pid);
 		return -1;
 	}
-	pidfd = syscall(SYS_pidfd_open, t->pid, 0);
-	if (pidfd < 0) {
-		ERR("pidfd_open %d: %s", t->pid, strerror(errno));
-		return -1;
-	}
-	t->kfd_fd = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-	if (t->kfd_fd < 0)
-		ERR("pidfd_getfd %d fd %d: %s", t->pid, fd, strerror(errno));
-	close(pidfd);
-	t->target_fd = fd;
+	t->kfd_fd = copy_fd(t->pid, t->target_fds[0]);
 	return t->kfd_fd < 0 ? -1 : 0;
 }
 
@@ -339,6 +356,7 @@ static int cmd_dump(pid_t pid, const char *dir, bool kill_after)
 	    "%u objects, %" PRIu64 " bytes of private data; stopped %.1f ms, seize %.1f ms",
 	    pid, img.hdr.pid, img.hdr.num_devices, img.hdr.num_bos, bytes,
 	    img.hdr.num_objects, (uint64_t)img.hdr.priv_data_size, t2 - t1, t1 - t0);
+	INF("%d /dev/kfd fds, one KFD process: checkpointed once", t.nkfd);
 	ret = 0;
 out:
 	for (i = 0; img.bos && i < img.hdr.num_bos; i++)
@@ -615,6 +633,23 @@ static int try_pid(const char *c, pid_t pid)
 			    kfdtest_ioctl(t.kfd_fd, AMDKFD_IOC_GET_VERSION, &v));
 		goto out;
 	}
+	if (!strcmp(c, "double-info")) {
+		/* amdkfd's eviction count: one PROCESS_INFO per fd of one process */
+		int fd2 = t.nkfd < 2 ? -1 : copy_fd(pid, t.target_fds[1]);
+
+		if (fd2 < 0) {
+			ERR("try double-info: pid %d needs two /dev/kfd fds, it has %d", pid, t.nkfd);
+			failures++;
+			goto out;
+		}
+		expect_ok("CRIU_OP PROCESS_INFO on its first kfd fd", criu_op(t.kfd_fd, &a, NULL));
+		a.op = KFD_CRIU_OP_PROCESS_INFO;
+		expect_ok("CRIU_OP PROCESS_INFO on its second kfd fd", criu_op(fd2, &a, NULL));
+		expect_ok("CRIU_OP UNPAUSE on the first fd", criu_op(t.kfd_fd, &u, NULL));
+		expect_fail("CRIU_OP UNPAUSE on the second fd", criu_op(fd2, &u, NULL));
+		close(fd2);
+		goto out;
+	}
 	if (!strcmp(c, "ckpt-no-info") || !strcmp(c, "unpause-no-info")) {
 		if (c[0] == 'c') {
 			a.op = KFD_CRIU_OP_CHECKPOINT;
@@ -680,6 +715,89 @@ out:
 	free(priv);
 	release(&t);
 	return failures ? 1 : 0;
+}
+
+#define PARAMS "/sys/module/kfdsim/parameters/"
+
+static int read_param(const char *name, unsigned long long *v)
+{
+	char path[128];
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), PARAMS "%s", name);
+	f = fopen(path, "r");
+	ok = f && fscanf(f, "%llu", v) == 1;
+	if (f)
+		fclose(f);
+	if (!ok)
+		ERR("reading %s failed", path);
+	return ok ? 0 : -1;
+}
+
+static int write_param(const char *name, unsigned long long v)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), PARAMS "%s", name);
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%llu\n", v) < 0 || fclose(f)) {
+		ERR("writing %s failed", path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A child that takes all free VRAM of GPU @gpu_id (unpoisoned, so it costs
+ * no RAM) and holds it until @hold is closed; -1 if that failed.
+ */
+static pid_t hog_vram(uint32_t gpu_id, int *hold)
+{
+	int sv[2];
+	char c;
+	pid_t child;
+
+	if (pipe(sv))
+		return -1;
+	fflush(NULL);
+	child = fork();
+	if (child == 0) {
+		struct kfd_ioctl_get_available_memory_args av = { .gpu_id = gpu_id };
+		struct kfd_ioctl_alloc_memory_of_gpu_args a = {
+			.va_addr = KFDTEST_ARENA_BASE + KFDTEST_ARENA_SIZE / 2, .gpu_id = gpu_id,
+			.flags = KFD_IOC_ALLOC_MEM_FLAGS_VRAM,
+		};
+		struct kfdtest_dev d;
+
+		close(sv[0]);
+		if (kfdtest_open(&d) || kfdtest_acquire_vms(&d) ||
+		    kfdtest_ioctl(d.kfd_fd, AMDKFD_IOC_AVAILABLE_MEMORY, &av))
+			_exit(1);
+		a.size = av.available & ~4095ULL;
+		if (a.size && kfdtest_ioctl(d.kfd_fd, AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, &a))
+			_exit(1);
+		if (write(sv[1], "x", 1) != 1)
+			_exit(1);
+		pause();	/* killed by the parent */
+		_exit(0);
+	}
+	close(sv[1]);
+	if (child < 0 || read(sv[0], &c, 1) != 1) {
+		ERR("the child taking the VRAM of gpu 0x%x failed", gpu_id);
+		close(sv[0]);
+		return -1;
+	}
+	*hold = sv[0];
+	return child;
+}
+
+static void hog_release(pid_t child, int hold)
+{
+	close(hold);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
 }
 
 static int count_fds(void)
@@ -774,6 +892,26 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 	} else if (!strcmp(c, "restore-bad-pointer")) {
 		a.priv_data = 8;
 		expect_fail("CRIU_OP RESTORE with a bad priv_data pointer", criu_op(d.kfd_fd, &a, NULL));
+	} else if (!strcmp(c, "restore-sysmem-limit")) {
+		unsigned long long old;
+
+		if (read_param("sysmem_limit_mb", &old) || write_param("sysmem_limit_mb", 1))
+			return 1;
+		expect_fail("CRIU_OP RESTORE over a 1 MiB system memory limit", criu_op(d.kfd_fd, &a, NULL));
+		if (write_param("sysmem_limit_mb", old))
+			return 1;
+	} else if (!strcmp(c, "restore-vram-short")) {
+		unsigned long long old;
+		pid_t hog;
+		int hold;
+
+		if (read_param("vram_poison", &old) || write_param("vram_poison", 0))
+			return 1;
+		hog = hog_vram(devs[0].actual_gpu_id, &hold);
+		if (write_param("vram_poison", old) || hog < 0)
+			return 1;
+		expect_fail("CRIU_OP RESTORE with the VRAM of a GPU taken", criu_op(d.kfd_fd, &a, NULL));
+		hog_release(hog, hold);
 	} else if (strcmp(c, "restore-valid")) {
 		ERR("try: unknown case \"%s\"", c);
 		return 1;
@@ -803,6 +941,9 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 			return 1;
 		expect_fail("a second CRIU_OP RESTORE into the restored process",
 			    criu_op(d.kfd_fd, &a, NULL));
+		expect_ok("CRIU_OP RESUME of the restored process",
+			  kfdtest_criu_resume(d.kfd_fd, getpid()));
+		expect_fail("a second CRIU_OP RESUME", kfdtest_criu_resume(d.kfd_fd, getpid()));
 	}
 	free(bos);
 	free(priv);
@@ -819,16 +960,18 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s dump PID DIR [--kill]\n"
-		"       %s restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]\n"
+		"       %s restore DIR [--gpus ID,ID,...|rotate|topology] [--skip-zero-pages]\n"
+		"          [-- COMMAND ARGS...]\n"
 		"       %s resume PID\n"
 		"       %s try CASE [PID | DIR [--gpus ID,ID,...]]\n"
 		"cases on a running PID: nonowner nocap tracer-other-ioctl ckpt-no-info\n"
 		"  unpause-no-info ckpt-num-bos ckpt-num-devices ckpt-num-objects\n"
-		"  ckpt-priv-size ckpt-bad-pointer\n"
+		"  ckpt-priv-size ckpt-bad-pointer double-info (a PID with two kfd fds)\n"
 		"cases on an image DIR: restore-unknown-gpu restore-duplicate-gpu restore-wrong-drm-fd\n"
 		"  restore-kfd-as-drm-fd restore-zero-user-gpu restore-bo-gpu\n"
 		"  restore-num-bos restore-num-devices restore-num-objects restore-truncated\n"
-		"  restore-corrupt restore-bad-pointer restore-valid\n"
+		"  restore-corrupt restore-bad-pointer restore-sysmem-limit restore-vram-short\n"
+		"  restore-valid\n"
 		"case without argument: fork-child\n",
 		prog, prog, prog, prog);
 }
@@ -891,6 +1034,8 @@ int main(int argc, char **argv)
 		for (i = 3; i < argc; i++) {
 			if (!strcmp(argv[i], "--gpus") && i + 1 < argc) {
 				gpus = argv[++i];
+			} else if (!strcmp(argv[i], "--skip-zero-pages")) {
+				setenv("KFDTEST_SKIP_ZERO_PAGES", "1", 1);
 			} else if (!strcmp(argv[i], "--")) {
 				cmd = &argv[i + 1];
 				break;

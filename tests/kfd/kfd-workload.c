@@ -17,9 +17,20 @@
  * back from the rings and carries on.  Nothing is derived from the
  * topology or the gpu_ids after start.
  *
+ * Zero VRAM: behind its three grids each GPU's VRAM BO has --vram-zero-kb
+ * that a FILL packet clears at the start and nothing writes again.  A
+ * checkpoint therefore always holds VRAM that is partly zero, and the
+ * workload fails at the end if that memory is not zero any more (a
+ * restore that skipped zero pages of a BO, on a device whose new VRAM is
+ * not cleared, as kfdsim's and amdgpu's is not).
+ *
  * Usage: kfd-workload [options]
  *   --gpus N           GPUs to compute on (default 2)
- *   --vram-mb M        VRAM per GPU: three width x height grids (default 2)
+ *   --vram-mb M        VRAM per GPU: three width x height grids (default 2),
+ *                      plus the zero VRAM below
+ *   --vram-zero-kb K   KiB of VRAM per GPU behind the grids that a FILL
+ *                      clears at the start and that must be zero at the end
+ *                      (default 64)
  *   --gtt-mb M         GTT per GPU: staging grid + kernargs (default: what
  *                      the grid needs; error if smaller)
  *   --iterations I     iterations (default 20, at most 10000)
@@ -28,6 +39,11 @@
  *   --progress K       print a progress line every K iterations (default 1,
  *                      0 for none)
  *   --ring-mem gtt|userptr   memory of the queue rings (default userptr)
+ *   --kfd-fds N        open /dev/kfd N more times and use those fds too
+ *                      (they share the one KFD process of our mm)
+ *   --kfd-thread       a second thread opens /dev/kfd and uses it until
+ *                      the end
+ *   (a restored copy opens its extra fds and starts its thread again)
  *   --cpu              compute the same result on the CPU only
  *   --restore DIR      continue a checkpointed run (see kfd-ckpt restore;
  *                      $KFDTEST_RESTORE_GPUS maps its GPUs)
@@ -35,11 +51,14 @@
  * The last line is "result: 0x<16 hex digits>".
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "libkfdtest.h"
@@ -49,8 +68,11 @@
 #define WL_MAX_GPUS	8
 #define WL_MAX_BOS	48
 #define WL_MAX_ITERS	10000
+#define WL_MAX_KFD_FDS	8
 #define WL_RING		256			/* packets per queue */
 #define WL_INIT_PKTS	3
+#define WL_ZERO_KB	64			/* default zero VRAM behind the grids */
+#define WL_MAX_ZERO_KB	(1024 * 1024)
 #define WL_ITER_PKTS	7
 
 #define ALIGN_UP(x, a)	(((x) + (a) - 1) & ~((uint64_t)(a) - 1))
@@ -73,8 +95,11 @@ struct wl_state {
 	struct kfdw_params p;
 	uint32_t progress;
 	uint32_t ring_packets;
+	uint32_t kfd_fds;			/* --kfd-fds */
+	uint32_t kfd_thread;			/* --kfd-thread */
 	uint64_t cells;
-	uint64_t grid_stride;			/* bytes between A0, A1, B */
+	uint64_t grid_stride;			/* bytes between A0, B, A1, zero */
+	uint64_t zero_bytes;			/* --vram-zero-kb * 1024 */
 	uint32_t gpu_ids[WL_MAX_GPUS];
 	uint32_t event_ids[WL_MAX_GPUS];
 	uint32_t event_slots[WL_MAX_GPUS];
@@ -101,6 +126,12 @@ struct wl {
 	struct wl_state *st;
 	struct kfdtest_queue q[WL_MAX_GPUS];
 	uint32_t seen;				/* iterations reported */
+	int extra_fds[WL_MAX_KFD_FDS];
+	pthread_t thread;
+	bool thread_running;
+	int thread_stop;			/* atomic */
+	int thread_open;			/* atomic: its fd is open */
+	int thread_err;				/* atomic: -errno of a failed call */
 };
 
 static const char *prog = "kfd-workload";
@@ -127,9 +158,17 @@ static uint64_t sig_done(const struct wl_state *st)
 	return sig_e(st, st->p.iters, 0);
 }
 
+/* grids A0 (0), A1 (1), B (2), in VRAM as A0, B, A1, then the zero bytes */
 static uint64_t grid_va(const struct wl_state *st, uint32_t g, int which)
 {
-	return st->vram_va[g] + which * st->grid_stride;
+	static const int slot[3] = { 0, 2, 1 };
+
+	return st->vram_va[g] + slot[which] * st->grid_stride;
+}
+
+static uint64_t zero_va(const struct wl_state *st, uint32_t g)
+{
+	return st->vram_va[g] + 3 * st->grid_stride;
 }
 
 static uint64_t xchg(const struct wl_state *st, uint32_t i, uint32_t g)
@@ -182,9 +221,13 @@ static void gen_packet(struct wl_state *st, uint32_t g, uint64_t k, void *pkt)
 		} else {
 			struct kfdsim_args_fill *f = args;
 
+			/* B, or A1 and the zero bytes behind it (new VRAM is not zero) */
+			uint64_t count = k == 1 ? cells :
+				(zero_va(st, g) + st->zero_bytes - grid_va(st, g, 1)) / 4;
+
 			*f = (struct kfdsim_args_fill){ .dst = grid_va(st, g, k == 1 ? 2 : 1),
-				.count = cells, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
-			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, cells, 0);
+				.count = count, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
+			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, count, 0);
 		}
 		return;
 	}
@@ -311,6 +354,122 @@ static int run(struct wl *wl)
 }
 
 /*********************************************************************
+ * more /dev/kfd fds: they all share the KFD process of our mm
+ *********************************************************************/
+
+/*
+ * SET_MEMORY_POLICY needs the GPU's VM acquired (ESRCH otherwise), which
+ * only the main fd did: it works on another fd only if that fd reaches
+ * the same KFD process.
+ */
+static int use_kfd_fd(int fd, uint32_t gpu_id)
+{
+	struct kfd_ioctl_set_memory_policy_args mp = {
+		.gpu_id = gpu_id,
+		.default_policy = KFD_IOC_CACHE_POLICY_COHERENT,
+		.alternate_policy = KFD_IOC_CACHE_POLICY_NONCOHERENT,
+	};
+
+	return kfdtest_ioctl(fd, AMDKFD_IOC_SET_MEMORY_POLICY, &mp);
+}
+
+static int open_kfd_fd(uint32_t gpu_id)
+{
+	int fd = open("/dev/kfd", O_RDWR | O_CLOEXEC), ret;
+
+	if (fd < 0) {
+		ret = -errno;
+		ERR("open /dev/kfd: %s", strerror(errno));
+		return ret;
+	}
+	ret = use_kfd_fd(fd, gpu_id);
+	if (ret) {
+		ERR("SET_MEMORY_POLICY on another /dev/kfd fd: %s", strerror(-ret));
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static void *kfd_thread_main(void *arg)
+{
+	struct wl *wl = arg;
+	uint32_t gpu_id = wl->st->gpu_ids[0];
+	int fd = open_kfd_fd(gpu_id), ret = 0;
+
+	if (fd < 0) {
+		__atomic_store_n(&wl->thread_err, fd, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	__atomic_store_n(&wl->thread_open, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&wl->thread_stop, __ATOMIC_ACQUIRE) && !ret) {
+		usleep(20000);
+		ret = use_kfd_fd(fd, gpu_id);
+	}
+	if (ret) {
+		ERR("thread: SET_MEMORY_POLICY on its /dev/kfd fd: %s", strerror(-ret));
+		__atomic_store_n(&wl->thread_err, ret, __ATOMIC_RELEASE);
+	}
+	close(fd);
+	return NULL;
+}
+
+/* Open the extra fds and start the thread the state page asks for. */
+static int start_extra_kfd(struct wl *wl)
+{
+	uint32_t i;
+	int ret;
+
+	for (i = 0; i < WL_MAX_KFD_FDS; i++)
+		wl->extra_fds[i] = -1;
+	for (i = 0; i < wl->st->kfd_fds; i++) {
+		wl->extra_fds[i] = open_kfd_fd(wl->st->gpu_ids[0]);
+		if (wl->extra_fds[i] < 0)
+			return wl->extra_fds[i];
+	}
+	if (!wl->st->kfd_thread)
+		return 0;
+	ret = pthread_create(&wl->thread, NULL, kfd_thread_main, wl);
+	if (ret) {
+		ERR("pthread_create: %s", strerror(ret));
+		return -ret;
+	}
+	wl->thread_running = true;
+	/* a checkpoint after "ready:" must find the thread's fd */
+	while (!__atomic_load_n(&wl->thread_open, __ATOMIC_ACQUIRE)) {
+		ret = __atomic_load_n(&wl->thread_err, __ATOMIC_ACQUIRE);
+		if (ret)
+			return ret;
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* Use the extra fds once more, stop the thread: 0 if all went well. */
+static int stop_extra_kfd(struct wl *wl)
+{
+	int ret = 0, r;
+	uint32_t i;
+
+	for (i = 0; i < WL_MAX_KFD_FDS && wl->extra_fds[i] >= 0; i++) {
+		r = use_kfd_fd(wl->extra_fds[i], wl->st->gpu_ids[0]);
+		if (r)
+			ERR("SET_MEMORY_POLICY on extra /dev/kfd fd %u: %s", i, strerror(-r));
+		ret = ret ? ret : r;
+		close(wl->extra_fds[i]);
+		wl->extra_fds[i] = -1;
+	}
+	if (wl->thread_running) {
+		__atomic_store_n(&wl->thread_stop, 1, __ATOMIC_RELEASE);
+		pthread_join(wl->thread, NULL);
+		wl->thread_running = false;
+		r = __atomic_load_n(&wl->thread_err, __ATOMIC_ACQUIRE);
+		ret = ret ? ret : r;
+	}
+	return ret;
+}
+
+/*********************************************************************
  * setup and teardown
  *********************************************************************/
 
@@ -344,7 +503,8 @@ static int alloc_bo(struct wl *wl, uint32_t gpu_id, enum kfdtest_mem mem, uint64
 }
 
 static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes,
-		 uint64_t gtt_bytes, uint32_t progress, enum kfdtest_mem ring_mem)
+		 uint64_t gtt_bytes, uint32_t progress, enum kfdtest_mem ring_mem,
+		 uint32_t kfd_fds, bool kfd_thread, uint64_t zero_bytes)
 {
 	struct kfdtest_dev *d = &wl->dev;
 	uint32_t ids[WL_MAX_GPUS], g, i, n = p->ngpus;
@@ -394,8 +554,11 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->p.height = height;
 	st->progress = progress;
 	st->ring_packets = WL_RING;
+	st->kfd_fds = kfd_fds;
+	st->kfd_thread = kfd_thread;
 	st->cells = cells;
 	st->grid_stride = stride;
+	st->zero_bytes = zero_bytes;
 	memcpy(st->gpu_ids, ids, sizeof(ids[0]) * n);
 
 	ret = alloc_bo(wl, ids[0], KFDTEST_MEM_GTT, KFDTEST_EVENTS_PAGE, ids, n, &st->events_va);
@@ -418,7 +581,8 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->xchg_va += va;
 
 	for (g = 0; g < n; g++) {
-		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride, &ids[g], 1, &st->vram_va[g]);
+		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride + zero_bytes, &ids[g], 1,
+			       &st->vram_va[g]);
 		if (!ret)
 			ret = alloc_bo(wl, ids[g], KFDTEST_MEM_GTT, gtt_bytes, &ids[g], 1,
 				       &st->staging_va[g]);
@@ -467,13 +631,17 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 		if (ret)
 			return ret;
 	}
+	ret = start_extra_kfd(wl);
+	if (ret)
+		return ret;
 	st->magic = WL_MAGIC;
 	__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 	printf("%s: ready: pid %d, %u GPUs (", prog, getpid(), n);
 	for (g = 0; g < n; g++)
 		printf("%s0x%x", g ? " " : "", ids[g]);
-	printf("), grid %ux%u, %u iterations, seed %" PRIu64 "\n", p->width, st->p.height,
-	       p->iters, p->seed);
+	printf("), grid %ux%u, %u iterations, seed %" PRIu64 ", %u more /dev/kfd fds%s\n",
+	       p->width, st->p.height, p->iters, p->seed, kfd_fds,
+	       kfd_thread ? " and a thread with its own" : "");
 	return 0;
 }
 
@@ -507,13 +675,17 @@ static int restore(struct wl *wl, const char *dir)
 	ret = kfdtest_wait_resume(&wl->dev);
 	if (ret)
 		return ret;
+	ret = start_extra_kfd(wl);
+	if (ret)
+		return ret;
 	for (i = 0; i < st->p.iters && iteration_done(st, i); i++)
 		;
 	wl->seen = i;
 	printf("%s: restored: pid %d, %d devices (", prog, getpid(), rs.num_devices);
 	for (i = 0; i < (uint32_t)rs.num_devices; i++)
 		printf("%s0x%x->0x%x", i ? " " : "", rs.user_ids[i], rs.actual_ids[i]);
-	printf("), %u/%u iterations done;", wl->seen, st->p.iters);
+	printf("), %u/%u iterations done; BO offsets: %u moved, %u kept;", wl->seen,
+	       st->p.iters, rs.offsets_moved, rs.offsets_kept);
 	for (g = 0; g < st->p.ngpus; g++)
 		printf(" queue %u: rptr %" PRIu64 " wptr %" PRIu64, g,
 		       kfdtest_queue_rptr(&wl->q[g]), kfdtest_queue_wptr(&wl->q[g]));
@@ -524,6 +696,30 @@ static int restore(struct wl *wl, const char *dir)
 	return 0;
 }
 
+/* The zero bytes behind each GPU's grids must still be zero. */
+static int check_zero_vram(const struct wl *wl)
+{
+	const struct wl_state *st = wl->st;
+	uint64_t i, bad;
+	uint32_t g;
+	int ret = 0;
+
+	for (g = 0; g < st->p.ngpus; g++) {
+		const volatile uint32_t *z = kfdtest_ptr(zero_va(st, g));
+
+		for (i = 0, bad = 0; i < st->zero_bytes / 4; i++)
+			bad += z[i] != 0;
+		if (bad) {
+			ERR("GPU %u: %" PRIu64 " words of the VRAM at 0x%" PRIx64 " that was cleared at the start "
+			    "are not zero (first 0x%08x)", g, bad, zero_va(st, g), z[0]);
+			ret = -EIO;
+		}
+	}
+	if (!ret)
+		printf("%s: %" PRIu64 " KiB of zero VRAM per GPU still zero\n", prog, st->zero_bytes / 1024);
+	return ret;
+}
+
 static int teardown(struct wl *wl)
 {
 	struct wl_state *st = wl->st;
@@ -531,8 +727,9 @@ static int teardown(struct wl *wl)
 	uint64_t events_va;
 	struct kfdtest_bo bo;
 	uint32_t g, nbos;
-	int ret = 0, r;
+	int ret, r;
 
+	ret = stop_extra_kfd(wl);
 	for (g = 0; g < st->p.ngpus; g++) {
 		wl->q[g].queue_id = st->queue_ids[g];
 		r = kfdtest_queue_destroy(&wl->dev, &wl->q[g]);
@@ -572,7 +769,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s [--gpus N] [--vram-mb M] [--gtt-mb M] [--iterations I] [--seed S]\n"
-		"       [--width W] [--progress K] [--ring-mem gtt|userptr] [--verbose]\n"
+		"       [--width W] [--progress K] [--ring-mem gtt|userptr] [--kfd-fds N]\n"
+		"       [--kfd-thread] [--vram-zero-kb K] [--verbose]\n"
 		"       %s --cpu [same options]\n"
 		"       %s --restore DIR   (normally run by: kfd-ckpt restore DIR)\n"
 		"Runs a deterministic stencil/scaled-add/checksum computation on N kfdsim GPUs\n"
@@ -604,6 +802,9 @@ int main(int argc, char **argv)
 		{ "width", required_argument, NULL, 'w' },
 		{ "progress", required_argument, NULL, 'p' },
 		{ "ring-mem", required_argument, NULL, 'r' },
+		{ "kfd-fds", required_argument, NULL, 'F' },
+		{ "kfd-thread", no_argument, NULL, 'T' },
+		{ "vram-zero-kb", required_argument, NULL, 'Z' },
 		{ "cpu", no_argument, NULL, 'c' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'V' },
@@ -611,7 +812,8 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct kfdw_params p = { .ngpus = 2, .width = 256, .iters = 20, .seed = 1 };
-	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, result;
+	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, kfd_fds = 0, zero_kb = WL_ZERO_KB, result;
+	bool kfd_thread = false;
 	enum kfdtest_mem ring_mem = KFDTEST_MEM_USERPTR;
 	const char *restore_dir = NULL;
 	bool cpu = false, verbose = false;
@@ -662,6 +864,20 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'F':
+			if (parse_u64("--kfd-fds", optarg, 0, WL_MAX_KFD_FDS, &kfd_fds))
+				return 2;
+			break;
+		case 'T':
+			kfd_thread = true;
+			break;
+		case 'Z':
+			if (parse_u64("--vram-zero-kb", optarg, 4, WL_MAX_ZERO_KB, &zero_kb) ||
+			    zero_kb % 4) {
+				ERR("--vram-zero-kb: want a multiple of 4 from 4 to %u", WL_MAX_ZERO_KB);
+				return 2;
+			}
+			break;
 		case 'c':
 			cpu = true;
 			break;
@@ -707,7 +923,7 @@ int main(int argc, char **argv)
 		ret = restore(&wl, restore_dir);
 	else
 		ret = setup(&wl, &p, vram_mb * 1024 * 1024, gtt_mb * 1024 * 1024,
-			    progress, ring_mem);
+			    progress, ring_mem, kfd_fds, kfd_thread, zero_kb * 1024);
 	if (ret) {
 		ERR("%s failed: %s", restore_dir ? "restore" : "setup", strerror(-ret));
 		return 1;
@@ -719,9 +935,10 @@ int main(int argc, char **argv)
 	}
 	result = *(volatile uint64_t *)kfdtest_ptr(wl.st->final_va);
 	wl.st->finished = 1;
+	c = check_zero_vram(&wl);
 	ret = teardown(&wl);
 	if (ret)
 		ERR("teardown failed: %s", strerror(-ret));
 	printf("result: 0x%016" PRIx64 "\n", result);
-	return ret ? 1 : 0;
+	return ret || c ? 1 : 0;
 }

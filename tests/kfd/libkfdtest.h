@@ -130,8 +130,12 @@ int kfdtest_event_destroy(struct kfdtest_dev *d, uint32_t event_id);
 int kfdtest_events_wait(struct kfdtest_dev *d, const uint32_t *ids, int n,
 			bool all, uint32_t timeout_ms);
 
-/* checkpoint images (written by kfd-ckpt dump, read by restore) */
-#define KFDTEST_IMG_MAGIC	0x31474d49504b4452ULL	/* "RDKPIMG1" */
+/*
+ * checkpoint images (written by kfd-ckpt dump, read by restore): kfdcr
+ * images (lib/kfdcr_image.h) named "kfd" in their folder, the manifest
+ * KFDTEST_IMG_NAME and a data file per GPU
+ */
+#define KFDTEST_IMG_MAGIC	0x32474d49504b4452ULL	/* "RDKPIMG2" */
 #define KFDTEST_IMG_NAME	"kfd.img"
 
 struct kfdtest_img_hdr {
@@ -143,7 +147,6 @@ struct kfdtest_img_hdr {
 	uint32_t num_objects;
 	uint32_t pad;
 	uint64_t priv_data_size;
-	/* then devices[], bos[], priv_data, then each BO's content */
 };
 
 struct kfdtest_image {
@@ -164,13 +167,17 @@ void kfdtest_image_free(struct kfdtest_image *img);
  * the same ids if NULL), RESTORE, map VRAM/GTT BOs at their old VAs and
  * write their contents back.  Queues stay inactive until someone RESUMEs
  * this pid.  doorbell_offsets[] receive, per image device, the mmap
- * offset of the restored doorbell BO (0 if none).
+ * offset of the restored doorbell BO (0 if none).  Every BO is mapped at
+ * its restored_offset, which KFD need not keep: offsets_moved counts the
+ * mapped BOs whose offset changed, offsets_kept the others.
  */
 struct kfdtest_restored {
 	uint32_t user_ids[KFDTEST_MAX_GPUS];
 	uint32_t actual_ids[KFDTEST_MAX_GPUS];
 	uint64_t doorbell_offsets[KFDTEST_MAX_GPUS];
 	int num_devices;
+	uint32_t offsets_moved;
+	uint32_t offsets_kept;
 };
 int kfdtest_parse_gpu_list(const char *s, uint32_t *ids, int max);
 int kfdtest_restore(struct kfdtest_dev *d, const char *dir, const uint32_t *actual_ids,

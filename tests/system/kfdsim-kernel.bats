@@ -70,6 +70,8 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 		[ "$(prop "$d/properties" simd_per_cu)" -gt 0 ]
 		[ "$(prop "$d/properties" simd_arrays_per_engine)" -gt 0 ]
 		[ "$(prop "$d/properties" gfx_target_version)" -gt 0 ]
+		# no GWS (ALLOC_QUEUE_GWS fails, kfdsim-basic checks it)
+		[ "$(prop "$d/properties" num_gws)" = 0 ]
 		# one properties file per advertised bank, cache and link
 		[ "$(ls "$d/mem_banks" | wc -l)" = "$(prop "$d/properties" mem_banks_count)" ]
 		[ "$(ls "$d/caches" | wc -l)" = "$(prop "$d/properties" caches_count)" ]
@@ -102,8 +104,9 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 
 @test "kfdsim ioctls: events, barriers, faults, mappings and their errnos" {
 	build_helper kfdsim-basic
-	run -0 "$BATS_TEST_TMPDIR/kfdsim-basic"
+	run "$BATS_TEST_TMPDIR/kfdsim-basic"
 	echo "$output"
+	[ "$status" = 0 ]
 	[[ $output == *"kfdsim-basic: ok"* ]]
 	[[ $output == *"memory exception va 500000000"* ]]
 }
@@ -142,9 +145,25 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	[ "$(cat "$TOPO/nodes/$first/gpu_id")" -gt 0 ]
 }
 
-@test "kfdsim module: another id_seed gives other gpu_ids; the same seed the same ones" {
-	local p=/sys/module/kfdsim/parameters before after again args other
+@test "kfdsim device cgroup: a process without GPUs gets ENODEV from PROCESS_INFO and CHECKPOINT" {
+	local cg=/sys/fs/cgroup/kfdsim-nogpu-$$
+	[ -f /sys/fs/cgroup/cgroup.controllers ] || skip "no cgroup v2 at /sys/fs/cgroup"
+	build_helper kfdsim-devcg
+	mkdir "$cg"
+	run "$BATS_TEST_TMPDIR/kfdsim-devcg" "$cg" all
+	rmdir "$cg" || true
+	echo "$output"
+	[ "$status" = 0 ]
+	[[ $output == *"visible: 0"* ]]
+	[[ $output == *"process_info: ENODEV"* ]]
+	[[ $output == *"checkpoint: ENODEV"* ]]
+}
+
+@test "kfdsim module: another id_seed gives other gpu_ids; the same seed the same ones; DRM offsets differ between loads" {
+	local p=/sys/module/kfdsim/parameters before after again args other off1 off2
 	local ko=${KFDCR_SRCDIR:-$PWD}/kernel/kfdsim.ko
+	build_helper kfdsim-basic
+	off1=$("$BATS_TEST_TMPDIR/kfdsim-basic" offset | sed -n 's/^gtt offset //p')
 	args="num_gpus=$(cat $p/num_gpus) vram_mb=$(cat $p/vram_mb) id_seed=$(cat $p/id_seed)"
 	args+=" xgmi=$(tr YN 10 <$p/xgmi) chunk_kb=$(cat $p/chunk_kb)"
 	args+=" chunk_delay_us=$(cat $p/chunk_delay_us)"
@@ -156,7 +175,9 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	rmmod kfdsim
 	insmod "$ko" $args
 	again=$(cat "$TOPO"/nodes/*/gpu_id | tr '\n' ' ')
-	echo "before: $before after: $after again: $again"
+	off2=$("$BATS_TEST_TMPDIR/kfdsim-basic" offset | sed -n 's/^gtt offset //p')
+	echo "before: $before after: $after again: $again; first GTT offsets $off1 $off2"
 	[ "$before" != "$after" ]
 	[ "$before" = "$again" ]
+	[ -n "$off1" ] && [ -n "$off2" ] && [ "$off1" != "$off2" ]
 }

@@ -157,10 +157,29 @@ reap_killed() {
 	[[ $output == *"restored: pid"* ]]
 	[[ $output == *"resumed restored pid"* ]]
 	[ "$(result_of "$output")" = "$want" ]
+	# kfdsim moved every mapping: DRM offsets are never reused, doorbell
+	# offsets name the new (actual) gpu_ids; the restore used the new ones
+	[[ $output =~ "BO offsets: "[1-9][0-9]*" moved, 0 kept" ]]
 	# every device landed on another gpu_id
 	maps=$(grep -o '0x[0-9a-f]*->0x[0-9a-f]*' <<<"$output")
 	[ -n "$maps" ]
 	while read -r map; do [ "${map%->*}" != "${map#*->}" ]; done <<<"$maps"
+}
+
+@test "kfdsim restore: skipping the zero pages of VRAM BOs leaves poison behind, and the workload sees it" {
+	local img=$BATS_TEST_TMPDIR/img
+	[ "$(cat /sys/module/kfdsim/parameters/vram_poison)" != 0 ] || skip "vram_poison=0"
+	start_workload --gpus 2 --iterations 150 --seed 14
+	wait_for_line "iteration 5/150 done"
+	ckpt dump "$WL_PID" "$img" --kill
+	reap_killed
+	run kfd-ckpt restore "$img" --gpus rotate --skip-zero-pages
+	echo "$output"
+	[ "$status" = 1 ]
+	[[ $output == *"that was cleared at the start are not zero (first 0x$(printf '%08x' "$(cat /sys/module/kfdsim/parameters/vram_poison)"))"* ]]
+	# the same image restored with every byte written back is fine
+	ckpt restore "$img" --gpus rotate
+	[[ $output == *"KiB of zero VRAM per GPU still zero"* ]]
 }
 
 @test "kfdsim checkpoint: after UNPAUSE the original and a restored copy both finish with the result" {
@@ -176,6 +195,51 @@ reap_killed() {
 	# the copy goes back onto the same GPUs (identity mapping)
 	ckpt restore "$img"
 	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim checkpoint: a process with two /dev/kfd fds is checkpointed once and restored" {
+	local want img=$BATS_TEST_TMPDIR/img
+	want=$(cpu_result --gpus 2 --iterations 150 --seed 12)
+	start_workload --gpus 2 --iterations 150 --seed 12 --kfd-fds 1
+	wait_for_line "iteration 5/150 done"
+	ckpt dump "$WL_PID" "$img" --kill
+	[[ $output == *"2 /dev/kfd fds, one KFD process: checkpointed once"* ]]
+	reap_killed
+	ckpt restore "$img" --gpus rotate
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim checkpoint: a thread holding another /dev/kfd fd; original and restored copy both finish" {
+	local want img=$BATS_TEST_TMPDIR/img out
+	want=$(cpu_result --gpus 2 --iterations 150 --seed 13)
+	start_workload --gpus 2 --iterations 150 --seed 13 --kfd-thread
+	wait_for_line "iteration 5/150 done"
+	ckpt dump "$WL_PID" "$img"
+	[[ $output == *"2 /dev/kfd fds, one KFD process: checkpointed once"* ]]
+	wait_workload
+	out=$(cat "$BATS_TEST_TMPDIR/wl.out")
+	echo "$out"
+	[ "$(result_of "$out")" = "$want" ]
+	ckpt restore "$img" --gpus rotate
+	[ "$(result_of "$output")" = "$want" ]
+}
+
+@test "kfdsim checkpoint: PROCESS_INFO through two fds evicts twice; the second UNPAUSE fails and the queues stay stopped" {
+	local before after
+	start_workload --gpus 2 --iterations 2000 --seed 1 --kfd-fds 1
+	wait_for_line "iteration 3/2000 done"
+	ckpt try double-info "$WL_PID"
+	[[ $output == *"PROCESS_INFO on its second kfd fd: ok"* ]]
+	[[ $output == *"UNPAUSE on the first fd: ok"* ]]
+	[[ $output == *"UNPAUSE on the second fd: EINVAL"* ]]
+	# amdkfd's count is still 1: no iteration completes any more
+	sleep 1
+	before=$(grep -c 'done$' "$BATS_TEST_TMPDIR/wl.out")
+	sleep 3
+	after=$(grep -c 'done$' "$BATS_TEST_TMPDIR/wl.out")
+	echo "iterations reported: $before, 3 s later $after"
+	[ "$before" = "$after" ]
+	kill -0 "$WL_PID"
 }
 
 @test "kfdsim checkpoint: stops at random moments, mid-dispatch included, restore exactly" {
@@ -280,13 +344,24 @@ reap_killed() {
 	for c in restore-unknown-gpu:EINVAL restore-duplicate-gpu:EINVAL restore-wrong-drm-fd:EINVAL \
 		restore-kfd-as-drm-fd:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
 		restore-num-bos:EINVAL restore-num-devices:EINVAL restore-num-objects:EINVAL \
-		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT; do
+		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT \
+		restore-sysmem-limit:ENOMEM restore-vram-short:ENOMEM; do
 		ckpt try "${c%:*}" "$img" --gpus rotate
 		[[ $output == *"RESTORE "*": ${c#*:}"* ]]
 		[[ $output == *"RESTORE of the unmodified image in the same process: ok"* ]]
 		[[ $output == *"mapping and filling the restored BOs: ok"* ]]
 		[[ $output == *"a second CRIU_OP RESTORE into the restored process: EINVAL"* ]]
+		[[ $output == *"CRIU_OP RESUME of the restored process: ok"* ]]
+		[[ $output == *"a second CRIU_OP RESUME: EINVAL"* ]]
 	done
+}
+
+@test "kfdsim restore: RESUME of a process that was not restored fails with EINVAL" {
+	start_workload --gpus 2 --iterations 2000 --seed 1 --progress 0
+	wait_for_line "ready: pid"
+	run -1 kfd-ckpt resume "$WL_PID"
+	echo "$output"
+	[[ $output == *"RESUME pid $WL_PID"*"(EINVAL)"* ]]
 }
 
 @test "kfdsim restore: RESUME of a process without KFD state fails with ESRCH" {
