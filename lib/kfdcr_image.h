@@ -224,41 +224,6 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 
 void kfdcr_img_close(struct kfdcr_img *img);
 
-/*
- * Small checksummed files, for the odd record kept next to an image (the
- * CRIU plugin's render-node images): a 32-byte header (magic "KFDCRSML",
- * version, a kind of up to 8 characters, payload size), the payload, and
- * a CRC-32C over both; docs/image-format.md, "Small files".
- *
- * kfdcr_img_small_write() writes @len bytes (at most KFDCR_IMG_SMALL_MAX)
- * as file @name (a plain file name) of kind @kind, like the image files:
- * an unpredictable temporary name created 0600 with O_EXCL|O_NOFOLLOW,
- * fsync'd (unless opts->no_fsync; @opts may be NULL), renamed into place.
- *
- * kfdcr_img_small_read() reads and checks file @name completely (magic,
- * version, size, CRC, and the kind when @kind is not NULL) and copies the
- * payload to @buf (at most @size bytes; -ENOSPC when it is longer) with
- * its length in *@len.  With @buf NULL it only checks: that is verify.
- * Returns 0, -EBADMSG for a damaged file, or -errno, @err naming the file.
- */
-#define KFDCR_IMG_SMALL_MAGIC	"KFDCRSML"
-#define KFDCR_IMG_SMALL_MAX	(1u << 20)
-
-int kfdcr_img_small_write(int dirfd, const char *name, const char *kind, const void *data,
-			  size_t len, const struct kfdcr_img_opts *opts, struct kfdcr_err *err);
-int kfdcr_img_small_read(int dirfd, const char *name, const char *kind, void *buf, size_t size,
-			 size_t *len, struct kfdcr_err *err);
-
-/* What file @name in @dirfd is, by its magic: for `verify` of a directory. */
-enum kfdcr_img_file_kind {
-	KFDCR_IMG_FILE_OTHER = 0,	/* not ours, or unreadable, or shorter than a magic */
-	KFDCR_IMG_FILE_MANIFEST,	/* kfdcr_img_open() it */
-	KFDCR_IMG_FILE_DATA,		/* read through its manifest */
-	KFDCR_IMG_FILE_SMALL,		/* kfdcr_img_small_read() it */
-};
-
-enum kfdcr_img_file_kind kfdcr_img_file_kind(int dirfd, const char *name);
-
 /* Short names for show: "none", "zstd". */
 const char *kfdcr_img_compression_name(uint32_t compression);
 

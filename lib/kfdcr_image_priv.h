@@ -10,7 +10,6 @@
  *   kfdcr_image_write.c     the writer (data files, then the manifest)
  *   kfdcr_image_manifest.c  building and parsing the manifest; open/close
  *   kfdcr_image_read.c      the data-file reader (verify and restore)
- *   kfdcr_image_small.c     small checksummed files (header + CRC-32C)
  *
  * The byte layout is in docs/image-format.md; keep both in step.
  */

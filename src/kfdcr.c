@@ -211,8 +211,13 @@ static int find_images(const char *arg, struct image_list *l)
 		size_t n = strlen(de->d_name);
 		char **q;
 
+		/*
+		 * Every kfdcr-*.img is ours whatever its first bytes say (a
+		 * flipped magic must fail verify, not hide the file); other
+		 * *.img files (criu's) only when they carry our magic.
+		 */
 		if (de->d_name[0] == '.' || n <= sl || strcmp(de->d_name + n - sl, KFDCR_IMG_MANIFEST_SUFFIX) ||
-		    !is_manifest(l->dirfd, de->d_name))
+		    (strncmp(de->d_name, "kfdcr-", 6) && !is_manifest(l->dirfd, de->d_name)))
 			continue;
 		q = realloc(l->names, (l->count + 1) * sizeof(*q));
 		if (!q || !(q[l->count] = strdup(de->d_name))) {
@@ -412,6 +417,12 @@ static int map_one(const struct image_list *l, const char *name, const struct kf
 		return -1;
 	}
 	d = kfdcr_img_get_desc(img);
+	if (!d->num_gpus) {
+		/* kfdcr-render-*.img and kfdcr-kfdref-*.img: fd records without GPU state */
+		printf("%s/%s: no GPU state (fd record); nothing to map\n", l->path, name);
+		ret = 0;
+		goto out;
+	}
 	if (!d->topo_size) {
 		printf("%s/%s: the image carries no topology; nothing to map from\n", l->path, name);
 		goto out;

@@ -210,6 +210,12 @@ criu_restore() { # DIR [criu options]
 	criu_dump "$WORK/img"
 	kfdcr image show "$WORK/img"
 	kfdsim_load 2 24
+	# Dry run of the restore mapping on the new devices: every GPU image
+	# maps, the render/kfdref fd records are passed over, not failed.
+	run kfdcr image map "$WORK/img"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(grep -c 'gpu_id 0x[0-9a-f]* -> gpu_id' <<<"$output")" -eq 2 ]
 	criu_restore "$WORK/img"
 	zeroed=$(sed -n 's/.*; \([0-9]*\) bytes of zero pages written into VRAM.*/\1/p' "$LOGP-restore.log")
 	echo "zero pages written into VRAM: $zeroed bytes"

@@ -674,8 +674,6 @@ static void test_bad_names(void **state)
 	assert_int_equal(mkfifoat(f->dirfd, "p1-gpu0.data", 0600), 0);
 	assert_int_equal(read_image(f, "p1", true, &err), -EBADMSG);
 	assert_non_null(strstr(err.msg, "p1-gpu0.data: not a regular file"));
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "fifo.img", NULL, NULL, 0, NULL, &err), -EINVAL);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "fifo.img"), KFDCR_IMG_FILE_OTHER);
 
 	assert_int_equal(kfdcr_img_open(f->dirfd, "../x", &img, &err), -EINVAL);
 	assert_int_equal(kfdcr_img_open(f->dirfd, ".img", &img, &err), -EINVAL);
@@ -927,107 +925,7 @@ static void test_reads_each_byte_once(void **state)
 	assert_int_equal(bytes_read_by(f, true), 2 * total);
 }
 
-/* ---- small checksummed files, file modes ---- */
-
-static const char render_text[] = "kfdcr-render 1\ngpu_id 0x1234\nminor 128\n";
-
-static void test_small_file(void **state)
-{
-	struct fixture *f = *state;
-	char buf[128], big[8];
-	struct kfdcr_err err;
-	struct stat st;
-	size_t len = 0;
-	void *huge;
-
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "kfdcr-render-7.img", "render", render_text,
-					       strlen(render_text), NULL, &err), 0);
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "kfdcr-render-7.img", "render", buf,
-					      sizeof(buf), &len, &err), 0);
-	assert_int_equal(len, strlen(render_text));
-	assert_memory_equal(buf, render_text, len);
-	/* verify: check only */
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "kfdcr-render-7.img", NULL, NULL, 0, NULL, &err), 0);
-	assert_int_equal(fstatat(f->dirfd, "kfdcr-render-7.img", &st, 0), 0);
-	assert_int_equal(st.st_size, 32 + strlen(render_text));
-
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "kfdcr-render-7.img", "bo", buf, sizeof(buf),
-					      &len, &err), -EBADMSG);
-	assert_non_null(strstr(err.msg, "kfdcr-render-7.img: a kfdcr 'render' file, expected 'bo'"));
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "kfdcr-render-7.img", "render", big, sizeof(big),
-					      &len, &err), -ENOSPC);
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "absent.img", "render", buf, sizeof(buf),
-					      &len, &err), -ENOENT);
-	assert_non_null(strstr(err.msg, "absent.img"));
-
-	huge = calloc(1, KFDCR_IMG_SMALL_MAX + 1);
-	assert_non_null(huge);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "x", "render", huge, KFDCR_IMG_SMALL_MAX + 1,
-					       NULL, &err), -EFBIG);
-	free(huge);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "x", "toolongkind", "", 0, NULL, &err), -EINVAL);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "../x", "render", "", 0, NULL, &err), -EINVAL);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "empty", "render", NULL, 0, NULL, &err), 0);
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, "empty", "render", buf, sizeof(buf), &len, &err), 0);
-	assert_int_equal(len, 0);
-
-	write_image(f, "p1", &small_opts);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "kfdcr-render-7.img"), KFDCR_IMG_FILE_SMALL);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "p1.img"), KFDCR_IMG_FILE_MANIFEST);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "p1-gpu1.data"), KFDCR_IMG_FILE_DATA);
-	patch(f, "p1-gpu1.data", 0, "X", 1);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "p1-gpu1.data"), KFDCR_IMG_FILE_OTHER);
-	assert_int_equal(kfdcr_img_file_kind(f->dirfd, "absent"), KFDCR_IMG_FILE_OTHER);
-}
-
-/* Every bit of a small file flipped, every length it can be cut to, one byte more. */
-static void test_small_file_damage(void **state)
-{
-	struct fixture *f = *state;
-	const char *name = "kfdcr-render-7.img";
-	size_t size = 32 + strlen(render_text);
-	char path[128], buf[128];
-	struct kfdcr_err err;
-	unsigned char *orig = malloc(size);
-	int fd;
-
-	assert_non_null(orig);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, name, "render", render_text,
-					       strlen(render_text), NULL, &err), 0);
-	fd = openat(f->dirfd, name, O_RDONLY);
-	assert_int_equal(pread(fd, orig, size, 0), (ssize_t)size);
-	close(fd);
-	snprintf(path, sizeof(path), "%s/%s", f->dir, name);
-	for (size_t bit = 0; bit < 8 * size; bit++) {
-		unsigned char c = orig[bit / 8] ^ (1u << (bit % 8));
-
-		patch(f, name, bit / 8, &c, 1);
-		for (int check_only = 0; check_only < 2; check_only++) {
-			int ret = kfdcr_img_small_read(f->dirfd, name, "render", check_only ? NULL : buf,
-						       sizeof(buf), NULL, &err);
-
-			if (ret != -EBADMSG || !strstr(err.msg, name))
-				fail_msg("bit %zu flipped: got %d (%s)", bit, ret, err.msg);
-		}
-		patch(f, name, 0, orig, size);
-	}
-	for (size_t cut = 0; cut <= size; cut++) {
-		int ret;
-
-		if (cut == size) {
-			patch(f, name, size, "", 1);	/* one byte more */
-		} else {
-			assert_int_equal(truncate(path, cut), 0);
-		}
-		ret = kfdcr_img_small_read(f->dirfd, name, "render", NULL, 0, NULL, &err);
-		if (ret != -EBADMSG || !strstr(err.msg, name))
-			fail_msg("cut to %zu bytes: got %d (%s)", cut, ret, err.msg);
-		assert_int_equal(truncate(path, 0), 0);
-		patch(f, name, 0, orig, size);
-	}
-	assert_int_equal(kfdcr_img_small_read(f->dirfd, name, "render", buf, sizeof(buf), NULL, &err), 0);
-	free(orig);
-}
+/* ---- file modes ---- */
 
 /*
  * Files are 0600 whatever the umask, and created under names nobody could
@@ -1036,9 +934,8 @@ static void test_small_file_damage(void **state)
 static void test_files_private(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const files[] = { "p1.img", "p1-gpu0.data", "p1-gpu1.data", "r.img" };
+	static const char *const files[] = { "p1.img", "p1-gpu0.data", "p1-gpu1.data" };
 	char victim[128], text[16] = "";
-	struct kfdcr_err err;
 	mode_t old = umask(0);
 	struct stat st;
 	int fd;
@@ -1049,12 +946,10 @@ static void test_files_private(void **state)
 	assert_int_equal(write(fd, "precious", 8), 8);
 	close(fd);
 	assert_int_equal(symlinkat(victim, f->dirfd, "p1.img"), 0);
-	assert_int_equal(symlinkat(victim, f->dirfd, "r.img"), 0);
 
 	write_image(f, "p1", &small_opts);
-	assert_int_equal(kfdcr_img_small_write(f->dirfd, "r.img", "render", "x", 1, NULL, &err), 0);
 	umask(old);
-	for (unsigned int i = 0; i < 4; i++) {
+	for (unsigned int i = 0; i < 3; i++) {
 		assert_int_equal(fstatat(f->dirfd, files[i], &st, AT_SYMLINK_NOFOLLOW), 0);
 		assert_true(S_ISREG(st.st_mode));
 		assert_int_equal(st.st_mode & 07777, 0600);
@@ -1094,8 +989,6 @@ int main(void)
 		T(test_reader_memory_cap),
 		T(test_field_checks),
 		T(test_reads_each_byte_once),
-		T(test_small_file),
-		T(test_small_file_damage),
 		T(test_files_private),
 	};
 
