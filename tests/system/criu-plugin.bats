@@ -353,13 +353,15 @@ criu_restore() { # DIR [criu options]
 	[ "$got" = "$want" ]
 }
 
-# damage FILE bitflip|truncate: flip one bit in the middle, or cut the tail.
+# damage FILE bitflip|magic|truncate: flip one bit in the middle or in
+# the first byte (the magic), or cut the tail.
 damage() {
 	local size off byte
 	case $2 in
-	bitflip)
+	bitflip|magic)
 		size=$(stat -c %s "$1")
 		off=$((size / 2))
+		[ "$2" = magic ] && off=0
 		byte=$(od -An -tu1 -j "$off" -N1 "$1" | tr -d ' ')
 		printf "$(printf '\\%03o' $((byte ^ 4)))" |
 			dd of="$1" bs=1 seek="$off" conv=notrunc status=none
@@ -386,7 +388,7 @@ damage() {
 	done
 
 	for f in $files; do
-		for how in bitflip truncate; do
+		for how in bitflip magic truncate; do
 			rm -rf "$WORK/bad"
 			cp -a "$WORK/img" "$WORK/bad"
 			damage "$WORK/bad/$f" "$how"
