@@ -14,7 +14,8 @@
  * chunk carries a CRC-32C, every BO record and data file a CRC over its
  * chunks' CRCs, and the manifest a CRC of its own.  Files are written
  * under temporary names, fsync'd and renamed, so a failed write never
- * damages an image of the same name.
+ * damages an image of the same name; every file is created 0600 under an
+ * unpredictable temporary name with O_EXCL|O_NOFOLLOW.
  */
 #ifndef KFDCR_IMAGE_H
 #define KFDCR_IMAGE_H
@@ -31,6 +32,16 @@
 
 /* Default total buffer cap, overridden by $KFDCR_BUFFER_MB. */
 #define KFDCR_IMG_DEFAULT_BUFFER_MB	64
+
+/*
+ * Limits of the format (docs/image-format.md): the largest slice (BO range
+ * of one chunk) and the largest manifest a reader accepts.  Readers need
+ * buffers of about one slice per worker (two with zstd), so with these a
+ * crafted image cannot make a reader allocate more than its buffer cap
+ * plus a few times the manifest's size.
+ */
+#define KFDCR_IMG_MAX_SLICE		(8u << 20)
+#define KFDCR_IMG_MANIFEST_MAX		(256u << 20)
 
 enum kfdcr_img_compression {
 	KFDCR_IMG_COMP_NONE = 0,
@@ -168,8 +179,11 @@ struct kfdcr_img;
 
 /*
  * Open the manifest of image @name (with or without ".img") in @dirfd and
- * check it completely: magic, version, sizes, CRCs, BO records.  Data
- * files are checked by kfdcr_img_read().
+ * check it completely: magic, version, CRCs, and every size, offset and
+ * count against the file and against each other (docs/image-format.md,
+ * "Limits").  Data files are checked by kfdcr_img_read().  Returns 0,
+ * -EBADMSG for a bad manifest, -EFBIG for one over KFDCR_IMG_MANIFEST_MAX,
+ * or -errno, with @err naming the file and the field.
  */
 int kfdcr_img_open(int dirfd, const char *name, struct kfdcr_img **out,
 		   struct kfdcr_err *err);
@@ -181,16 +195,69 @@ const struct kfdcr_img_desc *kfdcr_img_get_desc(const struct kfdcr_img *img);
 const char *kfdcr_img_data_name(const struct kfdcr_img *img, unsigned int gpu_index);
 
 /*
- * Read every data file in parallel per GPU, checking every header, chunk
- * and CRC, and pass the contents to @sink.  With @sink NULL nothing is
- * written anywhere: that is `verify`.  Returns 0 or -errno (-EBADMSG for
- * a bad image) with @err naming the file and what was wrong.
+ * Read every data file, checking every header, chunk, extent and CRC, and
+ * pass the contents to @sink.  With @sink NULL nothing is written
+ * anywhere: that is `verify`.
+ *
+ * One-pass restore: with a sink this checks everything a verify checks,
+ * while the data streams, and reads each byte of each file exactly once,
+ * so a restore must NOT verify first (that reads the image twice):
+ *  - every data file's size, header and trailer are checked before the
+ *    sink is called at all (missing, truncated, foreign files: no call);
+ *  - the sink gets a chunk's bytes only after that chunk's CRC and extent
+ *    list passed, and every call lies inside one slice of its BO;
+ *  - damage found part-way returns an error after some BOs were written:
+ *    the caller must then fail the restore before it resumes anything.
+ * Give the sink a @zero callback when the destination is not known to
+ * read zero (VRAM is not cleared on allocation): elided zero pages are
+ * only written through it.
+ *
+ * Buffers stay within kfdcr_img_buffer_cap(@opts): as many worker threads
+ * (at most one per GPU) as the cap pays for.  Returns 0 or -errno:
+ * -EBADMSG for a bad image, -ENOBUFS for a cap too small for the image's
+ * slice size, the sink's error, with @err naming the file and what was
+ * wrong.
  */
 int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 		   const struct kfdcr_img_opts *opts,
 		   struct kfdcr_img_stats *stats, struct kfdcr_err *err);
 
 void kfdcr_img_close(struct kfdcr_img *img);
+
+/*
+ * Small checksummed files, for the odd record kept next to an image (the
+ * CRIU plugin's render-node images): a 32-byte header (magic "KFDCRSML",
+ * version, a kind of up to 8 characters, payload size), the payload, and
+ * a CRC-32C over both; docs/image-format.md, "Small files".
+ *
+ * kfdcr_img_small_write() writes @len bytes (at most KFDCR_IMG_SMALL_MAX)
+ * as file @name (a plain file name) of kind @kind, like the image files:
+ * an unpredictable temporary name created 0600 with O_EXCL|O_NOFOLLOW,
+ * fsync'd (unless opts->no_fsync; @opts may be NULL), renamed into place.
+ *
+ * kfdcr_img_small_read() reads and checks file @name completely (magic,
+ * version, size, CRC, and the kind when @kind is not NULL) and copies the
+ * payload to @buf (at most @size bytes; -ENOSPC when it is longer) with
+ * its length in *@len.  With @buf NULL it only checks: that is verify.
+ * Returns 0, -EBADMSG for a damaged file, or -errno, @err naming the file.
+ */
+#define KFDCR_IMG_SMALL_MAGIC	"KFDCRSML"
+#define KFDCR_IMG_SMALL_MAX	(1u << 20)
+
+int kfdcr_img_small_write(int dirfd, const char *name, const char *kind, const void *data,
+			  size_t len, const struct kfdcr_img_opts *opts, struct kfdcr_err *err);
+int kfdcr_img_small_read(int dirfd, const char *name, const char *kind, void *buf, size_t size,
+			 size_t *len, struct kfdcr_err *err);
+
+/* What file @name in @dirfd is, by its magic: for `verify` of a directory. */
+enum kfdcr_img_file_kind {
+	KFDCR_IMG_FILE_OTHER = 0,	/* not ours, or unreadable, or shorter than a magic */
+	KFDCR_IMG_FILE_MANIFEST,	/* kfdcr_img_open() it */
+	KFDCR_IMG_FILE_DATA,		/* read through its manifest */
+	KFDCR_IMG_FILE_SMALL,		/* kfdcr_img_small_read() it */
+};
+
+enum kfdcr_img_file_kind kfdcr_img_file_kind(int dirfd, const char *name);
 
 /* Short names for show: "none", "zstd". */
 const char *kfdcr_img_compression_name(uint32_t compression);

@@ -2,8 +2,8 @@
 /*
  * DOC: KFD topology parser
  *
- * Reads the tree the kernel's kfd_topology.c exports (see
- * ../shared/reference/kfd-kernel.md §3): nodes/N/{gpu_id,name,properties},
+ * Reads the tree the kernel's kfd_topology.c exports (kernel/README.md
+ * describes kfdsim's copy of it): nodes/N/{gpu_id,name,properties},
  * nodes/N/mem_banks/M/properties and nodes/N/io_links/L/properties.  Every
  * properties line must be "<key> <unsigned>"; anything else is an error
  * naming the file and line, because a silently half-parsed GPU could be
@@ -290,15 +290,81 @@ static int list_numeric(const char *path, unsigned int **out, unsigned int *coun
 	return 0;
 }
 
+static int add_bank(struct kfdcr_topo_node *n, const struct kv *kv, const char *path,
+		    struct kfdcr_err *err)
+{
+	int ret;
+
+	if (!kv->has_heap || !kv->has_size) {
+		set_err(err, "%s: no heap_type or size_in_bytes", path);
+		return -EBADMSG;
+	}
+	ret = grow(&n->banks, n->num_banks, sizeof(*n->banks));
+	if (ret) {
+		set_err(err, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	n->banks[n->num_banks++] = (struct kfdcr_topo_bank){ .heap_type = kv->heap_type, .size = kv->size };
+	return 0;
+}
+
+static int add_link(struct kfdcr_topo_node *n, const struct kv *kv, const char *path,
+		    struct kfdcr_err *err)
+{
+	int ret;
+
+	if (!kv->has_type || !kv->has_to) {
+		set_err(err, "%s: no type or node_to", path);
+		return -EBADMSG;
+	}
+	ret = grow(&n->links, n->num_links, sizeof(*n->links));
+	if (ret) {
+		set_err(err, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	n->links[n->num_links++] = (struct kfdcr_topo_link){
+		.type = kv->type, .node_to = kv->node_to, .weight = kv->weight,
+	};
+	return 0;
+}
+
+/*
+ * Every numbered entry of @dir/@sub (mem_banks, io_links): parse its
+ * properties file and hand the values to @add.
+ */
+static int parse_entries(const char *dir, const char *sub, struct kfdcr_topo_node *n,
+			 int (*add)(struct kfdcr_topo_node *n, const struct kv *kv,
+				    const char *path, struct kfdcr_err *err),
+			 struct kfdcr_err *err)
+{
+	char path[PATH_LEN];
+	unsigned int *ids = NULL, count = 0;
+	int ret;
+
+	ret = pathf(path, err, "%s/%s", dir, sub);
+	if (!ret)
+		ret = list_numeric(path, &ids, &count, err);
+	for (unsigned int i = 0; !ret && i < count; i++) {
+		struct kv kv = { 0 };
+
+		ret = pathf(path, err, "%s/%s/%u/properties", dir, sub, ids[i]);
+		if (!ret)
+			ret = parse_props(path, kv_cb, &kv, err);
+		if (!ret)
+			ret = add(n, &kv, path, err);
+	}
+	free(ids);
+	return ret;
+}
+
 static int parse_node(const char *dir, struct kfdcr_topo_node *n, struct kfdcr_err *err)
 {
 	char path[PATH_LEN], buf[128], *end;
-	unsigned int *ids = NULL, count = 0;
 	int ret;
 
 	ret = pathf(path, err, "%s/gpu_id", dir);
 	if (ret)
-		goto out;
+		return ret;
 	ret = read_line(path, buf, sizeof(buf));
 	if (ret == -EPERM || ret == -EACCES)
 		return 1;	/* hidden by the device cgroup: not ours */
@@ -313,70 +379,16 @@ static int parse_node(const char *dir, struct kfdcr_topo_node *n, struct kfdcr_e
 	}
 	ret = pathf(path, err, "%s/name", dir);
 	if (ret)
-		goto out;
+		return ret;
 	if (read_line(path, n->name, sizeof(n->name)))
 		n->name[0] = '\0';
 	ret = pathf(path, err, "%s/properties", dir);
-	if (ret)
-		goto out;
-	ret = parse_props(path, node_prop_cb, n, err);
-	if (ret)
-		return ret;
-
-	ret = pathf(path, err, "%s/mem_banks", dir);
-	if (ret)
-		goto out;
-	ret = list_numeric(path, &ids, &count, err);
-	if (ret)
-		return ret;
-	for (unsigned int i = 0; i < count; i++) {
-		struct kv kv = { 0 };
-
-		ret = pathf(path, err, "%s/mem_banks/%u/properties", dir, ids[i]);
-		if (ret)
-			goto out;
-		ret = parse_props(path, kv_cb, &kv, err);
-		if (!ret && (!kv.has_heap || !kv.has_size)) {
-			set_err(err, "%s: no heap_type or size_in_bytes", path);
-			ret = -EBADMSG;
-		}
-		if (!ret)
-			ret = grow(&n->banks, n->num_banks, sizeof(*n->banks));
-		if (ret)
-			goto out;
-		n->banks[n->num_banks++] = (struct kfdcr_topo_bank){ .heap_type = kv.heap_type, .size = kv.size };
-	}
-	free(ids);
-	ids = NULL;
-
-	ret = pathf(path, err, "%s/io_links", dir);
-	if (ret)
-		goto out;
-	ret = list_numeric(path, &ids, &count, err);
-	if (ret)
-		return ret;
-	for (unsigned int i = 0; i < count; i++) {
-		struct kv kv = { 0 };
-
-		ret = pathf(path, err, "%s/io_links/%u/properties", dir, ids[i]);
-		if (ret)
-			goto out;
-		ret = parse_props(path, kv_cb, &kv, err);
-		if (!ret && (!kv.has_type || !kv.has_to)) {
-			set_err(err, "%s: no type or node_to", path);
-			ret = -EBADMSG;
-		}
-		if (!ret)
-			ret = grow(&n->links, n->num_links, sizeof(*n->links));
-		if (ret)
-			goto out;
-		n->links[n->num_links++] = (struct kfdcr_topo_link){
-			.type = kv.type, .node_to = kv.node_to, .weight = kv.weight,
-		};
-	}
-	ret = 0;
-out:
-	free(ids);
+	if (!ret)
+		ret = parse_props(path, node_prop_cb, n, err);
+	if (!ret)
+		ret = parse_entries(dir, "mem_banks", n, add_bank, err);
+	if (!ret)
+		ret = parse_entries(dir, "io_links", n, add_link, err);
 	return ret;
 }
 
