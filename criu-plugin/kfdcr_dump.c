@@ -22,6 +22,7 @@
 #include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 #define BO_DATA_FLAGS (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)
@@ -74,6 +75,7 @@ void kfdcr_dump_fini(int ret)
 		free(p);
 	}
 	paused_list = NULL;
+	kfdcr_sdma_stop();
 	if (ret)
 		pr_info("dump failed (%d): GPU queues of every process were resumed\n", ret);
 }
@@ -136,6 +138,8 @@ int kfdcr_dump_kfd(int fd, int id)
 	struct dump_src src = { 0 };
 	struct kfdcr_img_source source = { .read = bo_read, .arg = &src };
 	struct paused *p = NULL;
+	int *dmabuf_fds = NULL;
+	const char *how;
 	char *priv = NULL, *topo_text = NULL;
 	size_t topo_len = 0;
 	char name[64];
@@ -206,7 +210,8 @@ int kfdcr_dump_kfd(int fd, int id)
 	ibos = calloc(args.num_bos ?: 1, sizeof(*ibos));
 	src.maps = calloc(args.num_bos ?: 1, sizeof(*src.maps));
 	src.img_to_bucket = calloc(args.num_bos ?: 1, sizeof(*src.img_to_bucket));
-	if (!gpus || !ibos || !src.maps || !src.img_to_bucket) {
+	dmabuf_fds = calloc(args.num_bos ?: 1, sizeof(*dmabuf_fds));
+	if (!gpus || !ibos || !src.maps || !src.img_to_bucket || !dmabuf_fds) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -243,6 +248,7 @@ int kfdcr_dump_kfd(int fd, int id)
 			goto out;
 		}
 		src.img_to_bucket[i] = i;
+		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	}
 	src.bos = bos;
 
@@ -264,15 +270,16 @@ int kfdcr_dump_kfd(int fd, int id)
 
 	kfdcr_img_opts_from_env(&opts);
 	snprintf(name, sizeof(name), KFDCR_KFD_IMG, id);
-	ret = kfdcr_img_write(criu_get_image_dir(), name, &desc, &source, &opts, &stats, &err);
+	ret = kfdcr_sdma_img_write(criu_get_image_dir(), name, &desc, hdr->actual_gpu_ids,
+				   dmabuf_fds, &source, &opts, &stats, &how, &err);
 	if (ret) {
 		pr_err("writing image %s failed: %s\n", name, err.msg);
 		goto out;
 	}
-	pr_info("pid %u: %llu bytes of BO data (%llu non-zero) saved as %s in %.3f s (%.1f MB/s, %zu bytes of buffers)\n",
+	pr_info("pid %u: %llu bytes of BO data (%llu non-zero) saved as %s by %s in %.3f s (%.1f MB/s, %zu bytes of buffers)\n",
 		args.pid, (unsigned long long)stats.logical_bytes,
-		(unsigned long long)stats.nonzero_bytes, name, stats.seconds,
-		stats.seconds > 0 ? stats.nonzero_bytes / stats.seconds / 1e6 : 0.0,
+		(unsigned long long)stats.nonzero_bytes, name, how, stats.seconds,
+		stats.seconds > 0 ? stats.logical_bytes / stats.seconds / 1e6 : 0.0,
 		stats.buffer_bytes);
 
 	/* Keep the target's file until the end of the dump, then UNPAUSE. */
@@ -303,6 +310,7 @@ out:
 	}
 	free(src.maps);
 	free(src.img_to_bucket);
+	free(dmabuf_fds);
 	free(topo_text);
 	free(gpus);
 	free(ibos);

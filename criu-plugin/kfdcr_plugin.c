@@ -29,6 +29,7 @@
 #include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 #define DRM_MAJOR		226
@@ -145,8 +146,12 @@ void kfdcr_img_opts_from_env(struct kfdcr_img_opts *o)
 
 static int plugin_init(int stage)
 {
-	pr_info("initialised for %s\n", stage == CR_PLUGIN_STAGE__DUMP ? "dump" :
-		stage == CR_PLUGIN_STAGE__RESTORE ? "restore" : "pre-dump");
+	pr_info("initialised for %s; BO contents move by %s\n",
+		stage == CR_PLUGIN_STAGE__DUMP ? "dump" :
+		stage == CR_PLUGIN_STAGE__RESTORE ? "restore" : "pre-dump",
+		kfdcr_data_path_name(kfdcr_data_path()));
+	if (stage == CR_PLUGIN_STAGE__RESTORE)
+		kfdcr_sdma_restore_init();
 	return 0;
 }
 
@@ -154,6 +159,7 @@ static void plugin_exit(int stage, int ret)
 {
 	if (stage == CR_PLUGIN_STAGE__DUMP)
 		kfdcr_dump_fini(ret);
+	kfdcr_sdma_stop();
 }
 
 CR_PLUGIN_REGISTER("kfdcr_plugin", plugin_init, plugin_exit)

@@ -32,6 +32,7 @@
 
 #include "kfdcr_gpumap.h"
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 /* One restored BO, for UPDATE_VMA_MAP. */
@@ -258,6 +259,9 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	struct kfdcr_img_stats stats = { 0 };
 	struct kfdcr_img_opts opts;
 	struct kfdcr_err err = { { 0 } };
+	uint32_t actual_ids[KFDCR_MAX_GPUS];
+	int *dmabuf_fds = NULL;
+	const char *how;
 	void *priv = NULL;
 	int kfd = -1, ret;
 	uint32_t i;
@@ -277,7 +281,8 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	sink_arg.maps = calloc(d->num_bos ?: 1, sizeof(void *));
 	priv = malloc(h->kfd_priv_size ?: 1);
 	rs.fixes = calloc(d->num_bos ?: 1, sizeof(*rs.fixes));
-	if (!devs || !bos || !sink_arg.maps || !priv || !rs.fixes) {
+	dmabuf_fds = calloc(d->num_bos ?: 1, sizeof(*dmabuf_fds));
+	if (!devs || !bos || !sink_arg.maps || !priv || !rs.fixes || !dmabuf_fds) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -313,8 +318,12 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	}
 
 	sink_arg.bos = bos;
+	for (i = 0; i < d->num_gpus; i++)
+		actual_ids[i] = rs.map[i].dst_gpu_id;
+	for (i = 0; i < d->num_bos; i++)
+		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	kfdcr_img_opts_from_env(&opts);
-	ret = kfdcr_img_read(img, &sink, &opts, &stats, &err);
+	ret = kfdcr_sdma_img_read(img, actual_ids, dmabuf_fds, &sink, &opts, &stats, &how, &err);
 	if (ret) {
 		pr_err("restoring BO contents of %s failed: %s\n", name, err.msg);
 		goto out;
@@ -328,9 +337,9 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 				  -1 : (int)d->bos[i].gpu_index;
 	}
 	rs.num_fixes = d->num_bos;
-	pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data in %.3f s\n",
+	pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data by %s in %.3f s\n",
 		d->pid, d->num_gpus, d->num_bos, name,
-		(unsigned long long)stats.logical_bytes, stats.seconds);
+		(unsigned long long)stats.logical_bytes, how, stats.seconds);
 	ret = 0;
 out:
 	for (i = 0; bos && i < d->num_bos; i++) {
@@ -340,6 +349,7 @@ out:
 			close((int)bos[i].dmabuf_fd);
 	}
 	free(sink_arg.maps);
+	free(dmabuf_fds);
 	free(priv);
 	free(devs);
 	free(bos);
@@ -500,6 +510,9 @@ int kfdcr_resume_late(int pid)
 {
 	struct kfd_ioctl_criu_args args = { .op = KFD_CRIU_OP_RESUME, .pid = (uint32_t)pid };
 	int fd, ret;
+
+	/* every task restored its files: the copier has done its work */
+	kfdcr_sdma_stop();
 
 	fd = open("/dev/kfd", O_RDWR | O_CLOEXEC);
 	if (fd < 0)

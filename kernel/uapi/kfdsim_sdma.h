@@ -111,4 +111,37 @@ enum sdma4_poll_func {
 /* the longest packet of the subset, in dwords */
 #define SDMA4_MAX_PACKET_DWORDS		7
 
+#ifndef __KERNEL__
+/* Encoders for user space; @bytes at most SDMA4_MAX_BYTES. */
+static inline void sdma4_pkt_copy(__u32 p[SDMA4_COPY_DWORDS], __u64 dst, __u64 src, __u32 bytes)
+{
+	p[0] = SDMA4_HEADER(SDMA4_OP_COPY, SDMA4_SUB_OP_COPY_LINEAR);
+	p[1] = bytes - 1;
+	p[2] = 0;
+	p[3] = (__u32)src;
+	p[4] = (__u32)(src >> 32);
+	p[5] = (__u32)dst;
+	p[6] = (__u32)(dst >> 32);
+}
+
+static inline void sdma4_pkt_fill(__u32 p[SDMA4_FILL_DWORDS], __u64 dst, __u32 value,
+				  __u32 bytes, int dword)
+{
+	p[0] = SDMA4_HEADER(SDMA4_OP_CONST_FILL, 0) |
+	       SDMA4_FILL_SIZE(dword ? SDMA4_FILL_DWORD : SDMA4_FILL_BYTE);
+	p[1] = (__u32)dst;
+	p[2] = (__u32)(dst >> 32);
+	p[3] = value;
+	p[4] = bytes - 1;
+}
+
+static inline void sdma4_pkt_fence(__u32 p[SDMA4_FENCE_DWORDS], __u64 addr, __u32 value)
+{
+	p[0] = SDMA4_HEADER(SDMA4_OP_FENCE, 0);
+	p[1] = (__u32)addr;
+	p[2] = (__u32)(addr >> 32);
+	p[3] = value;
+}
+#endif
+
 #endif /* _UAPI_KFDSIM_SDMA_H */

@@ -176,11 +176,9 @@ static void pkt_copy(struct sdma_q *q, uint64_t dst, uint64_t src, uint64_t byte
 {
 	while (bytes) {
 		uint32_t n = bytes < SDMA4_MAX_BYTES ? (uint32_t)bytes : SDMA4_MAX_BYTES;
-		uint32_t p[SDMA4_COPY_DWORDS] = {
-			SDMA4_HEADER(SDMA4_OP_COPY, SDMA4_SUB_OP_COPY_LINEAR), n - 1, 0,
-			(uint32_t)src, (uint32_t)(src >> 32), (uint32_t)dst, (uint32_t)(dst >> 32),
-		};
+		uint32_t p[SDMA4_COPY_DWORDS];
 
+		sdma4_pkt_copy(p, dst, src, n);
 		sdma_emit(q, p, SDMA4_COPY_DWORDS);
 		dst += n;
 		src += n;
@@ -192,12 +190,9 @@ static void pkt_fill(struct sdma_q *q, uint64_t dst, uint32_t value, uint64_t by
 {
 	while (bytes) {
 		uint32_t n = bytes < SDMA4_MAX_BYTES ? (uint32_t)bytes : SDMA4_MAX_BYTES;
-		uint32_t p[SDMA4_FILL_DWORDS] = {
-			SDMA4_HEADER(SDMA4_OP_CONST_FILL, 0) |
-				SDMA4_FILL_SIZE(dword ? SDMA4_FILL_DWORD : SDMA4_FILL_BYTE),
-			(uint32_t)dst, (uint32_t)(dst >> 32), value, n - 1,
-		};
+		uint32_t p[SDMA4_FILL_DWORDS];
 
+		sdma4_pkt_fill(p, dst, value, n, dword);
 		sdma_emit(q, p, SDMA4_FILL_DWORDS);
 		dst += n;
 		bytes -= n;
@@ -206,10 +201,9 @@ static void pkt_fill(struct sdma_q *q, uint64_t dst, uint32_t value, uint64_t by
 
 static void pkt_fence(struct sdma_q *q, uint64_t addr, uint32_t value)
 {
-	uint32_t p[SDMA4_FENCE_DWORDS] = {
-		SDMA4_HEADER(SDMA4_OP_FENCE, 0), (uint32_t)addr, (uint32_t)(addr >> 32), value,
-	};
+	uint32_t p[SDMA4_FENCE_DWORDS];
 
+	sdma4_pkt_fence(p, addr, value);
 	sdma_emit(q, p, SDMA4_FENCE_DWORDS);
 }
 
