@@ -20,6 +20,8 @@
  *               num_sdma_queues_per_engine): one more is -ENOMEM; XGMI
  *               SDMA queues only where num_sdma_xgmi_engines > 0
  *   evict       PROCESS_INFO stops SDMA queues, UNPAUSE restarts them
+ *   hold        take every SDMA queue slot of every GPU and sleep (for
+ *               tests of what happens when none is left)
  *   dmabuf      GET_DMABUF_INFO and IMPORT_DMABUF: a second process maps a
  *               dma-buf CHECKPOINT exported on its own GPU VA and copies
  *               through it with SDMA; the errnos of the bad cases
@@ -583,6 +585,24 @@ static void case_slots(void)
 	printf("kfd-sdma slots: ok\n");
 }
 
+/* Take every SDMA queue slot of every GPU, say so, and wait to be killed. */
+static void case_hold(void)
+{
+	struct kfdtest_dev d;
+	struct kfdtest_bo bo;
+	struct sdma_q q;
+	unsigned int n = 0;
+
+	open_dev(&d);
+	for (int g = 0; g < d.num_gpus; g++)
+		while (!sdma_create_type(&d, d.gpu[g].gpu_id, KFD_IOC_QUEUE_TYPE_SDMA, &q, &bo, 0))
+			n++;
+	printf("holding %u SDMA queues on %d GPUs\n", n, d.num_gpus);
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
 /* ------------------------------------------------------------------ */
 /* evict                                                                */
 
@@ -1073,7 +1093,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: kfd-sdma packets|faults|slots|evict|dmabuf|bar|run [options]\n"
+		fprintf(stderr, "usage: kfd-sdma packets|faults|slots|evict|dmabuf|hold|bar|run [options]\n"
 				"       kfd-sdma --restore DIR\n");
 		return 2;
 	}
@@ -1089,6 +1109,8 @@ int main(int argc, char **argv)
 		case_evict();
 	else if (!strcmp(argv[optind], "dmabuf"))
 		case_dmabuf();
+	else if (!strcmp(argv[optind], "hold"))
+		case_hold();
 	else if (!strcmp(argv[optind], "bar"))
 		case_bar(mb);
 	else if (!strcmp(argv[optind], "run"))
