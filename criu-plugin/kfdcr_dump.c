@@ -2,23 +2,36 @@
 /*
  * Dump half of the kfdcr CRIU plugin.
  *
- * For each /dev/kfd file of a dumped process: PROCESS_INFO (pauses the
- * queues), CHECKPOINT (device and BO buckets, a dma-buf fd per VRAM/GTT
- * BO, priv_data), then the image engine streams BO contents through the
- * dma-bufs into the image, in parallel per GPU.  The target's file stays
- * referenced until the end of the dump, when UNPAUSE runs in any case: a
- * process that keeps running (--leave-running, or a failed dump) must get
- * its queues back, and one about to be killed loses nothing by it.
+ * For the first /dev/kfd file of each dumped process: PROCESS_INFO
+ * (pauses the queues), CHECKPOINT (device and BO buckets, a dma-buf fd
+ * per VRAM/GTT BO, priv_data), then the image engine streams BO contents
+ * through the dma-bufs into the image, in parallel per GPU.  amdkfd keeps
+ * one KFD process per mm however often /dev/kfd is opened, and its
+ * eviction is counted: a second PROCESS_INFO would pause the queues
+ * twice, and one UNPAUSE would not start them again.  So every further
+ * /dev/kfd file of that process gets a small record naming the image that
+ * holds its state.  Which process a file belongs to: the tasks criu has
+ * seized that hold it (kcmp), grouped by mm (kcmp again).
+ *
+ * The target's file stays referenced until the end of the dump, when
+ * UNPAUSE runs once per process in any case: a process that keeps
+ * running (--leave-running, or a failed dump) must get its queues back,
+ * and one about to be killed loses nothing by it.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <criu/criu-plugin.h>
+#include <linux/kcmp.h>
 #include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
@@ -27,13 +40,26 @@
 
 #define BO_DATA_FLAGS (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)
 
-/* Processes whose queues PROCESS_INFO paused: UNPAUSE them at the end. */
-struct paused {
-	int fd;			/* our dup of the target's /dev/kfd file */
-	uint32_t pid;
-	struct paused *next;
+/* One KFD process (one mm) whose queues PROCESS_INFO paused. */
+struct kfd_proc {
+	int fd;			/* our dup of its first /dev/kfd file, for UNPAUSE */
+	uint32_t pid;		/* as KFD reported it */
+	pid_t task;		/* one of its tasks, in our pid namespace (0: unknown) */
+	int kfd_id;		/* CRIU file id of its image */
+	struct kfd_proc *next;
 };
-static struct paused *paused_list;
+static struct kfd_proc *procs;
+
+/* A task criu seized, with its fds on character devices (KFD, DRM). */
+struct seized_task {
+	pid_t pid;
+	unsigned int nfds;
+	int *fds;
+	dev_t *rdev;
+};
+static struct seized_task *seized;
+static unsigned int nseized;
+static bool seized_scanned;
 
 struct bo_map {
 	void *addr;
@@ -59,11 +85,23 @@ static int unpause(int fd, uint32_t pid)
 	return ret;
 }
 
+static void forget_seized(void)
+{
+	for (unsigned int i = 0; i < nseized; i++) {
+		free(seized[i].fds);
+		free(seized[i].rdev);
+	}
+	free(seized);
+	seized = NULL;
+	nseized = 0;
+	seized_scanned = false;
+}
+
 void kfdcr_dump_fini(int ret)
 {
-	struct paused *p, *next;
+	struct kfd_proc *p, *next;
 
-	for (p = paused_list; p; p = next) {
+	for (p = procs; p; p = next) {
 		next = p->next;
 		/*
 		 * After a successful dump without --leave-running the task is
@@ -74,10 +112,170 @@ void kfdcr_dump_fini(int ret)
 		close(p->fd);
 		free(p);
 	}
-	paused_list = NULL;
+	procs = NULL;
+	forget_seized();
 	kfdcr_sdma_stop();
 	if (ret)
 		pr_info("dump failed (%d): GPU queues of every process were resumed\n", ret);
+}
+
+static bool traced_by_us(pid_t pid)
+{
+	char path[64], line[256];
+	bool ours = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "TracerPid:", 10)) {
+			ours = atoi(line + 10) == getpid();
+			break;
+		}
+	}
+	fclose(f);
+	return ours;
+}
+
+/* The fds of @t on KFD or DRM character devices. */
+static int scan_task_fds(struct seized_task *t)
+{
+	char path[64];
+	struct dirent *de;
+	unsigned int cap = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", t->pid);
+	dir = opendir(path);
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir))) {
+		struct stat st;
+
+		if (!isdigit((unsigned char)de->d_name[0]) ||
+		    fstatat(dirfd(dir), de->d_name, &st, 0) || !S_ISCHR(st.st_mode) ||
+		    !(kfdcr_is_kfd_dev(st.st_rdev) || kfdcr_is_render_dev(st.st_rdev, NULL)))
+			continue;
+		if (t->nfds == cap) {
+			int *f = realloc(t->fds, (cap * 2 + 4) * sizeof(*f));
+			dev_t *r = f ? realloc(t->rdev, (cap * 2 + 4) * sizeof(*r)) : NULL;
+
+			if (f)
+				t->fds = f;
+			if (!r) {
+				closedir(dir);
+				return -ENOMEM;
+			}
+			t->rdev = r;
+			cap = cap * 2 + 4;
+		}
+		t->fds[t->nfds] = atoi(de->d_name);
+		t->rdev[t->nfds++] = st.st_rdev;
+	}
+	closedir(dir);
+	return 0;
+}
+
+/*
+ * Every process criu seized (it is their tracer) with its GPU fds, once
+ * per dump: the tasks are frozen while it lasts.
+ */
+static void scan_seized(void)
+{
+	struct dirent *de;
+	DIR *dir;
+
+	if (seized_scanned)
+		return;
+	seized_scanned = true;
+	dir = opendir("/proc");
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		struct seized_task t = { 0 };
+		void *q;
+
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		t.pid = atoi(de->d_name);
+		if (!traced_by_us(t.pid) || scan_task_fds(&t) || !t.nfds) {
+			free(t.fds);
+			free(t.rdev);
+			continue;
+		}
+		q = realloc(seized, (nseized + 1) * sizeof(*seized));
+		if (!q) {
+			free(t.fds);
+			free(t.rdev);
+			break;
+		}
+		seized = q;
+		seized[nseized++] = t;
+	}
+	closedir(dir);
+	pr_debug("%u seized processes hold KFD or render-node files\n", nseized);
+}
+
+static bool kcmp_same(pid_t a, pid_t b, int type, unsigned long x, unsigned long y)
+{
+	return syscall(SYS_kcmp, a, b, type, x, y) == 0;
+}
+
+/* The seized tasks that hold our copy @lfd of a file (at most @max). */
+static unsigned int holders_of(int lfd, pid_t *out, unsigned int max)
+{
+	unsigned int n = 0;
+	struct stat st;
+
+	if (fstat(lfd, &st))
+		return 0;
+	scan_seized();
+	for (unsigned int i = 0; i < nseized && n < max; i++) {
+		for (unsigned int k = 0; k < seized[i].nfds; k++) {
+			if (seized[i].rdev[k] == st.st_rdev &&
+			    kcmp_same(getpid(), seized[i].pid, KCMP_FILE, lfd, seized[i].fds[k])) {
+				out[n++] = seized[i].pid;
+				break;
+			}
+		}
+	}
+	return n;
+}
+
+/* @task's pid in its own pid namespace (the last NSpid), or 0. */
+static uint32_t own_ns_pid(pid_t task)
+{
+	char path[64], line[256];
+	uint32_t pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", task);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		char *save = NULL, *tok;
+
+		if (strncmp(line, "NSpid:", 6))
+			continue;
+		for (tok = strtok_r(line + 6, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+			pid = strtoul(tok, NULL, 10);
+		break;
+	}
+	fclose(f);
+	return pid;
+}
+
+/* The process already dumped that one of @holders belongs to (same mm). */
+static struct kfd_proc *dumped_process(const pid_t *holders, unsigned int n)
+{
+	for (struct kfd_proc *p = procs; p; p = p->next)
+		for (unsigned int i = 0; p->task && i < n; i++)
+			if (kcmp_same(p->task, holders[i], KCMP_VM, 0, 0))
+				return p;
+	return NULL;
 }
 
 static int bo_read(void *arg, unsigned int bo_index, uint64_t off, void *buf, size_t len)
@@ -122,7 +320,7 @@ static int gpu_index_of(const struct kfd_criu_device_bucket *devs, uint32_t n, u
 	return -1;
 }
 
-int kfdcr_dump_kfd(int fd, int id)
+static int dump_process(int fd, int id, const pid_t *holders, unsigned int nholders)
 {
 	struct kfd_ioctl_criu_args args = { 0 };
 	struct kfd_criu_device_bucket *devs = NULL;
@@ -133,13 +331,12 @@ int kfdcr_dump_kfd(int fd, int id)
 	struct kfdcr_topo *topo = NULL;
 	struct kfdcr_img_desc desc = { 0 };
 	struct kfdcr_img_stats stats = { 0 };
-	struct kfdcr_img_opts opts;
 	struct kfdcr_err err = { { 0 } };
 	struct dump_src src = { 0 };
 	struct kfdcr_img_source source = { .read = bo_read, .arg = &src };
-	struct paused *p = NULL;
+	struct kfd_proc *p = NULL;
 	int *dmabuf_fds = NULL;
-	const char *how;
+	const char *how = "the CPU";
 	char *priv = NULL, *topo_text = NULL;
 	size_t topo_len = 0;
 	char name[64];
@@ -234,16 +431,26 @@ int kfdcr_dump_kfd(int fd, int id)
 		/* KFD labels BOs with the user gpu_id (upstream bug c). */
 		int g = gpu_index_of(devs, args.num_devices, bos[i].gpu_id);
 
+		/* Nothing is saved half: a BO we cannot place ends the dump. */
+		if (g < 0) {
+			pr_err("pid %u: BO at %#llx (%llu bytes, flags %#x) is on gpu_id %#x, none of the process's %u GPUs; its contents cannot be saved\n",
+			       args.pid, (unsigned long long)bos[i].addr,
+			       (unsigned long long)bos[i].size, bos[i].alloc_flags,
+			       bos[i].gpu_id, args.num_devices);
+			ret = -EBADMSG;
+			goto out;
+		}
 		ibos[i].handle = 0;	/* the handle lives in priv_data */
 		ibos[i].gpu_va = bos[i].addr;
 		ibos[i].size = bos[i].size;
 		ibos[i].mmap_offset = bos[i].offset;
 		ibos[i].alloc_flags = bos[i].alloc_flags;
-		ibos[i].gpu_index = g < 0 ? KFDCR_IMG_NO_GPU : (uint32_t)g;
-		ibos[i].has_data = (bos[i].alloc_flags & BO_DATA_FLAGS) && g >= 0;
+		ibos[i].gpu_index = (uint32_t)g;
+		ibos[i].has_data = bos[i].alloc_flags & BO_DATA_FLAGS;
 		if (ibos[i].has_data && (int)bos[i].dmabuf_fd < 0) {
-			pr_err("CHECKPOINT gave no dma-buf for BO at %#llx\n",
-			       (unsigned long long)bos[i].addr);
+			pr_err("pid %u: CHECKPOINT gave no dma-buf for BO at %#llx (%llu bytes, flags %#x)\n",
+			       args.pid, (unsigned long long)bos[i].addr,
+			       (unsigned long long)bos[i].size, bos[i].alloc_flags);
 			ret = -EIO;
 			goto out;
 		}
@@ -268,14 +475,11 @@ int kfdcr_dump_kfd(int fd, int id)
 	desc.topology = topo_text;
 	desc.topo_size = topo_len;
 
-	kfdcr_img_opts_from_env(&opts);
 	snprintf(name, sizeof(name), KFDCR_KFD_IMG, id);
-	ret = kfdcr_sdma_img_write(criu_get_image_dir(), name, &desc, hdr->actual_gpu_ids,
-				   dmabuf_fds, &source, &opts, &stats, &how, &err);
-	if (ret) {
-		pr_err("writing image %s failed: %s\n", name, err.msg);
+	ret = kfdcr_write_image_bos(name, &desc, hdr->actual_gpu_ids, dmabuf_fds, &source,
+				    &stats, &how);
+	if (ret)
 		goto out;
-	}
 	pr_info("pid %u: %llu bytes of BO data (%llu non-zero) saved as %s by %s in %.3f s (%.1f MB/s, %zu bytes of buffers)\n",
 		args.pid, (unsigned long long)stats.logical_bytes,
 		(unsigned long long)stats.nonzero_bytes, name, how, stats.seconds,
@@ -295,8 +499,13 @@ int kfdcr_dump_kfd(int fd, int id)
 		goto out;
 	}
 	p->pid = args.pid;
-	p->next = paused_list;
-	paused_list = p;
+	p->kfd_id = id;
+	/* Its task: the holder KFD names, else the first (nearly always the only). */
+	for (i = 0; i < nholders; i++)
+		if (!p->task || own_ns_pid(holders[i]) == args.pid)
+			p->task = holders[i];
+	p->next = procs;
+	procs = p;
 	paused = false;	/* now the exit hook's job */
 	ret = 0;
 out:
@@ -321,18 +530,57 @@ out:
 	return ret;
 }
 
+/* A further /dev/kfd file of process @p: a record naming @p's image. */
+static int dump_kfd_ref(const struct kfd_proc *p, int id)
+{
+	struct kfdcr_kfdref_rec rec = {
+		.magic = KFDCR_KFDREF_MAGIC, .kfd_id = p->kfd_id, .pid = p->pid,
+	};
+	char name[64];
+	int ret;
+
+	snprintf(name, sizeof(name), KFDCR_KFDREF_IMG, id);
+	ret = kfdcr_rec_write(name, p->pid, &rec, sizeof(rec));
+	if (!ret)
+		pr_info("pid %u: another /dev/kfd file of the process, saved as %s (its state is in "
+			KFDCR_KFD_IMG ".img)\n", p->pid, name, p->kfd_id);
+	return ret;
+}
+
+#define MAX_HOLDERS	64
+
+int kfdcr_dump_kfd(int fd, int id)
+{
+	pid_t holders[MAX_HOLDERS];
+	unsigned int n;
+	struct kfd_proc *p;
+
+	if (kfdcr_lazy_pages_requested()) {
+		pr_err("criu --lazy-pages cannot dump GPU (KFD) processes: their queues would resume on memory not yet restored; dump without it\n");
+		return -EOPNOTSUPP;
+	}
+	n = holders_of(fd, holders, MAX_HOLDERS);
+	if (!n)
+		pr_warn("/dev/kfd file %d: no seized task found holding it; dumped as a process of its own\n", id);
+	p = dumped_process(holders, n);
+	if (p)
+		return dump_kfd_ref(p, id);
+	return dump_process(fd, id, holders, n);
+}
+
 /*
  * A render node: remember which GPU it belongs to (its gpu_id at dump
  * time); restore hands back the render file of the GPU it maps to.
  */
 int kfdcr_dump_render(int fd, int id, unsigned int minor)
 {
+	struct kfdcr_render_rec rec = { .magic = KFDCR_RENDER_MAGIC, .minor = minor };
 	struct kfdcr_topo *topo = NULL;
 	struct kfdcr_err err;
-	uint32_t gpu_id = 0;
-	char name[64], text[128];
+	pid_t holder = 0;
+	char name[64];
 	uint64_t m;
-	int ret, img, len;
+	int ret;
 
 	ret = kfdcr_topo_parse(NULL, &topo, &err);
 	if (ret) {
@@ -341,28 +589,16 @@ int kfdcr_dump_render(int fd, int id, unsigned int minor)
 	}
 	for (unsigned int i = 0; i < topo->num_nodes; i++)
 		if (kfdcr_topo_prop(&topo->nodes[i], "drm_render_minor", &m) && m == minor)
-			gpu_id = topo->nodes[i].gpu_id;
+			rec.gpu_id = topo->nodes[i].gpu_id;
 	kfdcr_topo_free(topo);
-	if (!gpu_id) {
+	if (!rec.gpu_id) {
 		pr_err("render node renderD%u belongs to no KFD GPU\n", minor);
 		return -ENODEV;
 	}
-
+	holders_of(fd, &holder, 1);
 	snprintf(name, sizeof(name), KFDCR_RENDER_IMG, id);
-	len = snprintf(text, sizeof(text), "kfdcr-render 1\ngpu_id %#x\nminor %u\n", gpu_id, minor);
-	img = openat(criu_get_image_dir(), name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (img < 0) {
-		ret = -errno;
-		pr_err("cannot create image %s: %s\n", name, strerror(errno));
-		return ret;
-	}
-	if (write(img, text, (size_t)len) != len || fsync(img)) {
-		ret = errno ? -errno : -EIO;
-		pr_err("cannot write image %s: %s\n", name, strerror(-ret));
-		close(img);
-		return ret;
-	}
-	close(img);
-	pr_info("render node renderD%u (GPU %#x) saved as %s\n", minor, gpu_id, name);
-	return 0;
+	ret = kfdcr_rec_write(name, holder ? own_ns_pid(holder) : 0, &rec, sizeof(rec));
+	if (!ret)
+		pr_info("render node renderD%u (GPU %#x) saved as %s\n", minor, rec.gpu_id, name);
+	return ret;
 }

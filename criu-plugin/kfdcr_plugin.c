@@ -13,6 +13,9 @@
  *   RESTORE_EXT_FILE     in the restored task: map GPUs, RESTORE, BO data
  *   UPDATE_VMA_MAP       the new mmap offsets (and render fds) of BOs
  *   RESUME_DEVICES_LATE  RESUME from the criu master
+ *
+ * Everything the plugin writes is a kfdcr image (lib/kfdcr_image.c):
+ * every byte under a CRC that `kfdcr image verify` and restore check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -114,6 +117,155 @@ bool kfdcr_is_render_dev(dev_t rdev, unsigned int *minor)
 		}
 	}
 	return false;
+}
+
+int kfdcr_write_image_bos(const char *name, struct kfdcr_img_desc *desc,
+			  const uint32_t *actual_ids, const int *dmabuf_fds,
+			  const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats,
+			  const char **how)
+{
+	struct kfdcr_err err = { { 0 } };
+	struct kfdcr_img_opts opts;
+	mode_t old;
+	int ret;
+
+	kfdcr_img_opts_from_env(&opts);
+	/* criu runs with umask 022: GPU memory is no one else's business. */
+	old = umask(077);
+	if (dmabuf_fds)
+		ret = kfdcr_sdma_img_write(criu_get_image_dir(), name, desc, actual_ids, dmabuf_fds,
+					   src, &opts, stats, how, &err);
+	else
+		ret = kfdcr_img_write(criu_get_image_dir(), name, desc, src, &opts, stats, &err);
+	umask(old);
+	if (ret)
+		pr_err("writing image %s failed: %s\n", name, err.msg);
+	return ret;
+}
+
+int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
+		      const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats)
+{
+	return kfdcr_write_image_bos(name, desc, NULL, NULL, src, stats, NULL);
+}
+
+int kfdcr_rec_write(const char *name, uint32_t pid, const void *rec, size_t len)
+{
+	struct kfdcr_img_desc desc = { .pid = pid, .priv_data = rec, .priv_size = len };
+
+	return kfdcr_write_image(name, &desc, NULL, NULL);
+}
+
+int kfdcr_rec_read(const char *name, uint64_t magic, void *rec, size_t len, uint32_t *pid)
+{
+	const struct kfdcr_img_desc *d;
+	struct kfdcr_err err = { { 0 } };
+	struct kfdcr_img *img;
+	int ret;
+
+	ret = kfdcr_img_open(criu_get_image_dir(), name, &img, &err);
+	if (ret) {
+		if (ret != -ENOENT)
+			pr_err("image %s: %s\n", name, err.msg);
+		return ret;
+	}
+	d = kfdcr_img_get_desc(img);
+	if (d->num_gpus || d->num_bos || d->priv_size != len ||
+	    memcmp(d->priv_data, &magic, sizeof(magic))) {
+		pr_err("image %s: not the record its name says (%u GPUs, %u BOs, %llu bytes)\n",
+		       name, d->num_gpus, d->num_bos, (unsigned long long)d->priv_size);
+		ret = -EBADMSG;
+	} else {
+		memcpy(rec, d->priv_data, len);
+		if (pid)
+			*pid = d->pid;
+	}
+	kfdcr_img_close(img);
+	return ret;
+}
+
+/* Does criu configuration file @path turn lazy pages on? */
+static bool conf_has_lazy_pages(const char *path)
+{
+	char line[512];
+	bool lazy = false;
+	FILE *f;
+
+	if (!path || !*path)
+		return false;
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!lazy && fgets(line, sizeof(line), f)) {
+		char *p = line + strspn(line, " \t");
+
+		if (!strncmp(p, "--", 2))
+			p += 2;
+		lazy = !strncmp(p, "lazy-pages", 10) && strchr(" \t\n#", p[10]);
+	}
+	fclose(f);
+	return lazy;
+}
+
+bool kfdcr_lazy_pages_requested(void)
+{
+	static char buf[65536];
+	const char *home = getenv("HOME");
+	char path[4096];
+	bool defaults = true, lazy = false;
+	ssize_t n;
+	size_t at;
+	int fd;
+
+	fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	for (at = 0; at < (size_t)n && !lazy; at += strlen(buf + at) + 1) {
+		const char *arg = buf + at;
+
+		if (!strcmp(arg, "--lazy-pages"))
+			lazy = true;
+		else if (!strcmp(arg, "--no-default-config"))
+			defaults = false;
+		else if (!strncmp(arg, "--config=", 9))
+			lazy = conf_has_lazy_pages(arg + 9);
+		else if (!strcmp(arg, "--config") && at + strlen(arg) + 1 < (size_t)n)
+			lazy = conf_has_lazy_pages(arg + strlen(arg) + 1);
+	}
+	if (lazy || !defaults)
+		return lazy;
+	/* criu's default configuration files and $CRIU_CONFIG_FILE */
+	snprintf(path, sizeof(path), "%s/.criu/default.conf", home ? home : "/root");
+	return conf_has_lazy_pages("/etc/criu/default.conf") || conf_has_lazy_pages(path) ||
+	       conf_has_lazy_pages(getenv("CRIU_CONFIG_FILE"));
+}
+
+int kfdcr_lazy_pages_in_use(int pid)
+{
+	char path[64], line[512];
+	FILE *f;
+	int ret = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (!ret && fgets(line, sizeof(line), f)) {
+		char *save = NULL, *tok;
+
+		if (strncmp(line, "VmFlags:", 8))
+			continue;
+		for (tok = strtok_r(line + 8, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+			if (!strcmp(tok, "um"))
+				ret = 1;	/* userfaultfd, missing pages */
+	}
+	fclose(f);
+	return ret;
 }
 
 static unsigned long env_ulong(const char *name, unsigned long def)

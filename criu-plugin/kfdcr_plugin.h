@@ -33,9 +33,17 @@ void kfdcr_plugin_log(unsigned int level, const char *fmt, ...)
 #define pr_info(fmt, ...)  kfdcr_plugin_log(KFDCR_LOG_INFO, LOG_PREFIX fmt, ##__VA_ARGS__)
 #define pr_debug(fmt, ...) kfdcr_plugin_log(KFDCR_LOG_DEBUG, LOG_PREFIX fmt, ##__VA_ARGS__)
 
-/* Image names inside CRIU's image folder; %d is CRIU's file id. */
-#define KFDCR_KFD_IMG	"kfdcr-kfd-%d"
-#define KFDCR_RENDER_IMG "kfdcr-render-%d.img"
+/*
+ * Image names inside CRIU's image folder; %d is CRIU's file id.  Every
+ * file is a kfdcr image (manifest + CRCs, docs/image-format.md), so that
+ * `kfdcr image verify DIR` and restore check all of them: a process's KFD
+ * state with its BO data, and two small GPU-less records (their payload
+ * in the manifest's priv_data): a render-node file, and a further
+ * /dev/kfd file of a process whose state another file's image holds.
+ */
+#define KFDCR_KFD_IMG		"kfdcr-kfd-%d"
+#define KFDCR_RENDER_IMG	"kfdcr-render-%d"
+#define KFDCR_KFDREF_IMG	"kfdcr-kfdref-%d"
 
 /*
  * The plugin wraps KFD's opaque priv_data in a small header of its own
@@ -56,6 +64,28 @@ struct kfdcr_priv_hdr {
 };
 
 #define KFDCR_MAX_GPUS	64
+
+/* priv_data of a kfdcr-render image: the GPU a render-node file was. */
+#define KFDCR_RENDER_MAGIC	0x31444e525243464bULL	/* "KFCRRND1" */
+
+struct kfdcr_render_rec {
+	uint64_t magic;
+	uint32_t gpu_id;	/* actual gpu_id of its GPU at dump time */
+	uint32_t minor;		/* its render minor at dump time */
+};
+
+/*
+ * priv_data of a kfdcr-kfdref image: a /dev/kfd file of a process whose
+ * KFD state is in image KFDCR_KFD_IMG of @kfd_id.  amdkfd keeps one KFD
+ * process per mm, however often /dev/kfd is opened: it is dumped once.
+ */
+#define KFDCR_KFDREF_MAGIC	0x314645525243464bULL	/* "KFCRREF1" */
+
+struct kfdcr_kfdref_rec {
+	uint64_t magic;
+	int32_t kfd_id;		/* CRIU file id of the process's KFD image */
+	uint32_t pid;		/* as KFD reported it (the task's own namespace) */
+};
 
 /* Open /dev/kfd and check that it speaks the CRIU ioctls (>= 1.8). */
 int kfdcr_open_kfd(void);
@@ -80,5 +110,43 @@ bool kfdcr_is_render_dev(dev_t rdev, unsigned int *minor);
 
 /* Options common to both halves, from the environment. */
 void kfdcr_img_opts_from_env(struct kfdcr_img_opts *o);
+
+/*
+ * Write image @name into criu's image folder, its files readable by the
+ * owner only whatever criu's umask; errors are logged.  0 or -errno.
+ */
+int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
+		      const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats);
+/*
+ * The same with BO contents: moved by SDMA where KFDCR_DATA_PATH allows
+ * (kfdcr_sdma.h), from the dma-bufs @dmabuf_fds (per image BO) on the GPUs
+ * @actual_ids (per image GPU), else from @src; *@how says which.
+ */
+int kfdcr_write_image_bos(const char *name, struct kfdcr_img_desc *desc,
+			  const uint32_t *actual_ids, const int *dmabuf_fds,
+			  const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats,
+			  const char **how);
+
+/*
+ * A GPU-less kfdcr image @name (a KFDCR_*_IMG stem) holding @len bytes of
+ * @rec as its priv_data: written with its CRCs; read back checked (CRCs,
+ * size, magic = the first 8 bytes of @rec).  0 or -errno; -ENOENT,
+ * unlogged, when there is no such image.
+ */
+int kfdcr_rec_write(const char *name, uint32_t pid, const void *rec, size_t len);
+int kfdcr_rec_read(const char *name, uint64_t magic, void *rec, size_t len, uint32_t *pid);
+
+/*
+ * criu --lazy-pages: GPU queues would run on memory that is not there
+ * yet, so the plugin refuses it.  criu 3.17 tells plugins nothing about
+ * it (the option lives in criu's private struct cr_options), so:
+ * kfdcr_lazy_pages_requested() reads criu's command line and the
+ * configuration files it names or reads by default; for requests it
+ * cannot see (RPC), kfdcr_lazy_pages_in_use() looks at the restored
+ * task's mappings before RESUME: 1 while any is registered with
+ * userfaultfd for missing pages ("um" in smaps), i.e. still lazy.
+ */
+bool kfdcr_lazy_pages_requested(void);
+int kfdcr_lazy_pages_in_use(int pid);
 
 #endif

@@ -77,18 +77,19 @@ static DEFINE_MUTEX(kfdsim_processes_lock);
 /* ------------------------------------------------------------------ */
 /* processes                                                            */
 
-static void kfdsim_process_release(struct kref *ref)
+/*
+ * Drop everything the process made: queues, events, BOs and the render
+ * files of ACQUIRE_VM; gpu_ids back to the actual ones, doorbells zeroed.
+ * Leaves a freshly opened process (what a failed RESTORE rolls back to);
+ * the eviction count stays.
+ */
+void kfdsim_process_clear(struct kfdsim_process *p)
 {
-	struct kfdsim_process *p = container_of(ref, struct kfdsim_process, ref);
 	struct kfdsim_queue *q, *qtmp;
 	struct kfdsim_bo *bo, *btmp;
 	unsigned int i;
 
-	mutex_lock(&kfdsim_processes_lock);
-	list_del(&p->node);
-	mutex_unlock(&kfdsim_processes_lock);
-
-	mutex_lock(&p->mutex);
+	lockdep_assert_held(&p->mutex);
 	list_for_each_entry_safe(q, qtmp, &p->queues, pnode)
 		kfdsim_queue_destroy(q);
 	kfdsim_events_destroy(p);
@@ -97,11 +98,30 @@ static void kfdsim_process_release(struct kref *ref)
 	for (i = 0; i < p->n_pdds; i++) {
 		struct kfdsim_pdd *pdd = &p->pdds[i];
 
-		idr_destroy(&pdd->bo_idr);
 		if (pdd->drm_filp)
 			fput(pdd->drm_filp);
-		if (pdd->doorbells)
-			__free_pages(pdd->doorbells, get_order(KFDSIM_DOORBELL_SLICE));
+		pdd->drm_filp = NULL;
+		pdd->drm_priv = NULL;
+		WRITE_ONCE(pdd->user_gpu_id, pdd->dev->gpu_id);
+		memset(page_address(pdd->doorbells), 0, KFDSIM_DOORBELL_SLICE);
+	}
+	p->restore_pending = false;
+}
+
+static void kfdsim_process_release(struct kref *ref)
+{
+	struct kfdsim_process *p = container_of(ref, struct kfdsim_process, ref);
+	unsigned int i;
+
+	mutex_lock(&kfdsim_processes_lock);
+	list_del(&p->node);
+	mutex_unlock(&kfdsim_processes_lock);
+
+	mutex_lock(&p->mutex);
+	kfdsim_process_clear(p);
+	for (i = 0; i < p->n_pdds; i++) {
+		idr_destroy(&p->pdds[i].bo_idr);
+		__free_pages(p->pdds[i].doorbells, get_order(KFDSIM_DOORBELL_SLICE));
 	}
 	mutex_unlock(&p->mutex);
 
@@ -224,6 +244,35 @@ struct kfdsim_pdd *kfdsim_pdd_by_user_id(struct kfdsim_process *p, u32 id)
 	return NULL;
 }
 
+/*
+ * The pdd a gpu_id argument names (a user id): -EINVAL for none, and
+ * @novm_err (unless 0) when its VM is not acquired yet.
+ */
+struct kfdsim_pdd *kfdsim_pdd_arg(struct kfdsim_process *p, u32 gpu_id, int novm_err)
+{
+	struct kfdsim_pdd *pdd;
+
+	lockdep_assert_held(&p->mutex);
+	pdd = kfdsim_pdd_by_user_id(p, gpu_id);
+	if (!pdd)
+		return ERR_PTR(-EINVAL);
+	if (novm_err && !pdd->drm_priv)
+		return ERR_PTR(novm_err);
+	return pdd;
+}
+
+/* kfdsim_pdd_arg() with @p->mutex taken; held on success only. */
+static struct kfdsim_pdd *kfdsim_pdd_lock(struct kfdsim_process *p, u32 gpu_id, int novm_err)
+{
+	struct kfdsim_pdd *pdd;
+
+	mutex_lock(&p->mutex);
+	pdd = kfdsim_pdd_arg(p, gpu_id, novm_err);
+	if (IS_ERR(pdd))
+		mutex_unlock(&p->mutex);
+	return pdd;
+}
+
 struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle)
 {
 	struct kfdsim_pdd *pdd;
@@ -233,6 +282,28 @@ struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle)
 	if (!pdd)
 		return NULL;
 	return idr_find(&pdd->bo_idr, KFDSIM_HANDLE_IDR(handle));
+}
+
+/*
+ * What a BO must be, at ALLOC and at RESTORE: in one memory domain, a
+ * page-aligned range of the GPUVM aperture, exactly one doorbell slice or
+ * MMIO page, backed by user memory if USERPTR (-EFAULT if not).
+ */
+int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr)
+{
+	u32 domain = flags & KFDSIM_ALLOC_DOMAINS;
+
+	if (hweight32(domain) != 1 || !size || size & ~PAGE_MASK || va & ~PAGE_MASK ||
+	    va + size < va || va + size > KFDSIM_GPUVM_LIMIT + 1)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && size != KFDSIM_DOORBELL_SLICE)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && size != PAGE_SIZE)
+		return -EINVAL;
+	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
+	    (user_addr & ~PAGE_MASK || !access_ok(u64_to_user_ptr(user_addr), size)))
+		return -EFAULT;
+	return 0;
 }
 
 /*
@@ -458,7 +529,6 @@ static int kfdsim_ioctl_set_memory_policy(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_set_memory_policy_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
 	if (args->default_policy != KFD_IOC_CACHE_POLICY_COHERENT &&
 	    args->default_policy != KFD_IOC_CACHE_POLICY_NONCOHERENT)
@@ -467,20 +537,15 @@ static int kfdsim_ioctl_set_memory_policy(struct kfdsim_process *p, void *data)
 	    args->alternate_policy != KFD_IOC_CACHE_POLICY_NONCOHERENT)
 		return -EINVAL;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-	} else if (!pdd->drm_priv) {
-		ret = -ESRCH;
-	} else {
-		pdd->default_policy = args->default_policy;
-		pdd->alternate_policy = args->alternate_policy;
-		pdd->alt_base = args->alternate_aperture_base;
-		pdd->alt_size = args->alternate_aperture_size;
-	}
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->default_policy = args->default_policy;
+	pdd->alternate_policy = args->alternate_policy;
+	pdd->alt_base = args->alternate_aperture_base;
+	pdd->alt_size = args->alternate_aperture_size;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 static int kfdsim_ioctl_get_clock_counters(struct kfdsim_process *p, void *data)
@@ -502,38 +567,27 @@ static int kfdsim_ioctl_set_scratch_backing_va(struct kfdsim_process *p, void *d
 {
 	struct kfd_ioctl_set_scratch_backing_va_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd)
-		ret = -EINVAL;
-	else if (!pdd->drm_priv)
-		ret = -ESRCH;
-	else
-		pdd->scratch_va = args->va_addr;
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->scratch_va = args->va_addr;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 static int kfdsim_ioctl_set_trap_handler(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_set_trap_handler_args *args = data;
 	struct kfdsim_pdd *pdd;
-	int ret = 0;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-	} else if (!pdd->drm_priv) {
-		ret = -ESRCH;
-	} else {
-		pdd->tba = args->tba_addr;
-		pdd->tma = args->tma_addr;
-	}
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
+	pdd->tba = args->tba_addr;
+	pdd->tma = args->tma_addr;
 	mutex_unlock(&p->mutex);
-	return ret;
+	return 0;
 }
 
 #define KFDSIM_TILE_CONFIGS		32
@@ -545,11 +599,10 @@ static int kfdsim_ioctl_get_tile_config(struct kfdsim_process *p, void *data)
 	struct kfd_ioctl_get_tile_config_args *args = data;
 	struct kfdsim_pdd *pdd;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, 0);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
 	mutex_unlock(&p->mutex);
-	if (!pdd)
-		return -EINVAL;
 
 	args->gb_addr_config = 0x2a114042;
 	args->num_banks = 16;
@@ -574,11 +627,10 @@ static int kfdsim_ioctl_available_memory(struct kfdsim_process *p, void *data)
 	struct kfd_ioctl_get_available_memory_args *args = data;
 	struct kfdsim_pdd *pdd;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, 0);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
 	mutex_unlock(&p->mutex);
-	if (!pdd)
-		return -EINVAL;
 	args->available = kfdsim_mem_vram_free(pdd->dev);
 	return 0;
 }
@@ -596,32 +648,16 @@ static int kfdsim_ioctl_alloc_memory_of_gpu(struct kfdsim_process *p, void *data
 	u64 size;
 	int ret;
 
-	if (hweight32(domain) != 1 || !args->size)
-		return -EINVAL;
 	size = PAGE_ALIGN(args->size);
-	if (size < args->size || args->va_addr & ~PAGE_MASK ||
-	    args->va_addr + size < args->va_addr ||
-	    args->va_addr + size > KFDSIM_GPUVM_LIMIT + 1)
+	if (size < args->size)
 		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && size != KFDSIM_DOORBELL_SLICE)
-		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && size != PAGE_SIZE)
-		return -EINVAL;
-	if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
-	    (args->mmap_offset & ~PAGE_MASK ||
-	     !access_ok(u64_to_user_ptr(args->mmap_offset), size)))
-		return -EFAULT;
+	ret = kfdsim_bo_args_check(args->flags, args->va_addr, size, args->mmap_offset);
+	if (ret)
+		return ret;
 
-	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-	if (!pdd->drm_priv) {
-		ret = -ENODEV;
-		goto out_unlock;
-	}
+	pdd = kfdsim_pdd_lock(p, args->gpu_id, -ENODEV);
+	if (IS_ERR(pdd))
+		return PTR_ERR(pdd);
 	kfdsim_mem_need_add(&need, pdd->dev, domain, size);
 	ret = kfdsim_mem_reserve(&need);
 	if (ret)
@@ -686,14 +722,10 @@ static int kfdsim_map_common(struct kfdsim_process *p, u64 handle,
 		goto out_unlock;
 	}
 	for (i = *n_success; i < n_devices; i++) {
-		struct kfdsim_pdd *peer = kfdsim_pdd_by_user_id(p, ids[i]);
+		struct kfdsim_pdd *peer = kfdsim_pdd_arg(p, ids[i], -ENODEV);
 
-		if (!peer) {
-			ret = -EINVAL;
-			break;
-		}
-		if (!peer->drm_priv) {
-			ret = -ENODEV;
+		if (IS_ERR(peer)) {
+			ret = PTR_ERR(peer);
 			break;
 		}
 		if (map && !(bo->mapped & BIT(peer->idx))) {

@@ -723,6 +723,18 @@ static bool kfdsim_user_ok(u64 addr, size_t size)
 	return access_ok(u64_to_user_ptr(addr), size);
 }
 
+/* amdkfd's set_queue_properties_from_user() checks, shared by create and update */
+static int kfdsim_queue_args_check(u32 percent, u32 priority, u64 ring_base, u32 ring_size)
+{
+	if (percent > KFD_MAX_QUEUE_PERCENTAGE || priority > KFD_MAX_QUEUE_PRIORITY)
+		return -EINVAL;
+	if (ring_base && !kfdsim_user_ok(ring_base, sizeof(u64)))
+		return -EFAULT;
+	if (ring_size && !is_power_of_2(ring_size))
+		return -EINVAL;
+	return 0;
+}
+
 int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_create_queue_args *args = data;
@@ -731,14 +743,10 @@ int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 	u32 qid, dbid;
 	int ret;
 
-	/* amdkfd's set_queue_properties_from_user() checks */
-	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
-	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
-		return -EINVAL;
-	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
-		return -EFAULT;
-	if (!is_power_of_2(args->ring_size) && args->ring_size)
-		return -EINVAL;
+	ret = kfdsim_queue_args_check(args->queue_percentage, args->queue_priority,
+				      args->ring_base_address, args->ring_size);
+	if (ret)
+		return ret;
 	if (!kfdsim_user_ok(args->read_pointer_address, sizeof(u32)) ||
 	    !kfdsim_user_ok(args->write_pointer_address, sizeof(u32)))
 		return -EFAULT;
@@ -751,13 +759,9 @@ int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 		return -EINVAL;
 
 	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-	if (!pdd->drm_priv) {
-		ret = -ESRCH;
+	pdd = kfdsim_pdd_arg(p, args->gpu_id, -ESRCH);
+	if (IS_ERR(pdd)) {
+		ret = PTR_ERR(pdd);
 		goto out_unlock;
 	}
 	qid = find_first_zero_bit(p->qids, KFDSIM_MAX_QUEUES);
@@ -821,15 +825,12 @@ int kfdsim_ioctl_update_queue(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_update_queue_args *args = data;
 	struct kfdsim_queue *q;
-	int ret = 0;
+	int ret;
 
-	if (args->queue_percentage > KFD_MAX_QUEUE_PERCENTAGE ||
-	    args->queue_priority > KFD_MAX_QUEUE_PRIORITY)
-		return -EINVAL;
-	if (args->ring_base_address && !kfdsim_user_ok(args->ring_base_address, sizeof(u64)))
-		return -EFAULT;
-	if (!is_power_of_2(args->ring_size) && args->ring_size)
-		return -EINVAL;
+	ret = kfdsim_queue_args_check(args->queue_percentage, args->queue_priority,
+				      args->ring_base_address, args->ring_size);
+	if (ret)
+		return ret;
 
 	mutex_lock(&p->mutex);
 	q = kfdsim_queue_by_id(p, args->queue_id);

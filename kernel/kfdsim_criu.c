@@ -449,32 +449,6 @@ out_free:
 /* ------------------------------------------------------------------ */
 /* RESTORE                                                              */
 
-/* Back to the state of a freshly opened process (RESTORE rollback). */
-static void kfdsim_process_reset(struct kfdsim_process *p)
-{
-	struct kfdsim_queue *q, *qtmp;
-	struct kfdsim_bo *bo, *btmp;
-	unsigned int i;
-
-	lockdep_assert_held(&p->mutex);
-	list_for_each_entry_safe(q, qtmp, &p->queues, pnode)
-		kfdsim_queue_destroy(q);
-	kfdsim_events_destroy(p);
-	list_for_each_entry_safe(bo, btmp, &p->bos, node)
-		kfdsim_bo_destroy(bo);
-	for (i = 0; i < p->n_pdds; i++) {
-		struct kfdsim_pdd *pdd = &p->pdds[i];
-
-		if (pdd->drm_filp)
-			fput(pdd->drm_filp);
-		pdd->drm_filp = NULL;
-		pdd->drm_priv = NULL;
-		WRITE_ONCE(pdd->user_gpu_id, pdd->dev->gpu_id);
-		memset(page_address(pdd->doorbells), 0, KFDSIM_DOORBELL_SLICE);
-	}
-	p->restore_pending = false;
-}
-
 static bool kfdsim_process_fresh(struct kfdsim_process *p)
 {
 	unsigned int i;
@@ -578,22 +552,10 @@ static int kfdsim_rst_check_bos(struct kfdsim_restore *r)
 	for (i = 0; i < r->nbo; i++) {
 		struct kfd_criu_bo_bucket *b = &r->bbk[i];
 		struct kfdsim_priv_bo *pb = &r->l.bos[i];
-		u32 domain = b->alloc_flags & KFDSIM_ALLOC_DOMAINS;
 		int pi = kfdsim_rst_pdd_of(r, b->gpu_id);
 
-		if (pi < 0 || hweight32(domain) != 1 || !b->size ||
-		    b->size & ~PAGE_MASK || b->addr & ~PAGE_MASK ||
-		    b->addr + b->size < b->addr ||
-		    b->addr + b->size > KFDSIM_GPUVM_LIMIT + 1 ||
-		    pb->idr > INT_MAX)
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL && b->size != KFDSIM_DOORBELL_SLICE)
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP && b->size != PAGE_SIZE)
-			return -EINVAL;
-		if (domain == KFD_IOC_ALLOC_MEM_FLAGS_USERPTR &&
-		    (pb->user_addr & ~PAGE_MASK ||
-		     !access_ok(u64_to_user_ptr(pb->user_addr), b->size)))
+		if (pi < 0 || pb->idr > INT_MAX ||
+		    kfdsim_bo_args_check(b->alloc_flags, b->addr, b->size, pb->user_addr))
 			return -EINVAL;
 		r->bo_pdd[i] = pi;
 		r->bo_mapped[i] = 0;
@@ -907,7 +869,7 @@ static int kfdsim_criu_restore(struct kfdsim_process *p,
 		}
 		kfdsim_rst_need(r, r->created, &need);	/* never created */
 		kfdsim_mem_unreserve(&need);
-		kfdsim_process_reset(p);
+		kfdsim_process_clear(p);
 		goto out_unlock;
 	}
 	for (i = 0; i < r->nbo; i++)

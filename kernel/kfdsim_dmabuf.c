@@ -84,13 +84,10 @@ int kfdsim_ioctl_import_dmabuf(struct kfdsim_process *p, void *data)
 		return PTR_ERR(buf);
 
 	mutex_lock(&p->mutex);
-	pdd = kfdsim_pdd_by_user_id(p, args->gpu_id);
-	if (!pdd) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-	if (!pdd->drm_priv) {
-		ret = -ENODEV;		/* kfd_bind_process_to_device() */
+	/* -ENODEV without a VM: kfd_bind_process_to_device() */
+	pdd = kfdsim_pdd_arg(p, args->gpu_id, -ENODEV);
+	if (IS_ERR(pdd)) {
+		ret = PTR_ERR(pdd);
 		goto out_unlock;
 	}
 	obj = kfdsim_gem_from_dmabuf(buf);

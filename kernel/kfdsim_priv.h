@@ -382,9 +382,12 @@ void kfdsim_topology_exit(void);
 int kfdsim_chardev_init(void);
 void kfdsim_chardev_exit(void);
 struct kfdsim_pdd *kfdsim_pdd_by_user_id(struct kfdsim_process *p, u32 id);
+struct kfdsim_pdd *kfdsim_pdd_arg(struct kfdsim_process *p, u32 gpu_id, int novm_err);
 struct kfdsim_bo *kfdsim_bo_by_handle(struct kfdsim_process *p, u64 handle);
 struct kfdsim_process *kfdsim_process_get_by_pid(pid_t pid);
 void kfdsim_process_put(struct kfdsim_process *p);
+void kfdsim_process_clear(struct kfdsim_process *p);
+int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr);
 struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
 				   u64 size, u64 user_addr, int handle);
 struct kfdsim_bo *kfdsim_bo_create_from(struct kfdsim_pdd *pdd, u32 flags, u64 va,

@@ -25,6 +25,7 @@
 
 #define MAX_MAP_GPUS	256
 #define MAX_STEPS	2000000
+#define FAIL_LEN	1024
 
 __attribute__((format(printf, 2, 3)))
 static void set_err(struct kfdcr_err *err, const char *fmt, ...)
@@ -260,7 +261,7 @@ struct search {
 	unsigned int ncpu;
 	unsigned long steps;
 	unsigned int fail_depth;
-	char fail_why[256];
+	char fail_why[FAIL_LEN];
 };
 
 /* Union-find labels of XGMI-connected GPU nodes. */
@@ -392,45 +393,62 @@ static void note_failure(struct search *S, unsigned int depth, const char *why)
 	}
 }
 
+/* The checkpointed GPU (search position) placed on candidate @j so far. */
+static uint32_t placed_on(const struct search *S, unsigned int i, unsigned int j)
+{
+	for (unsigned int k = 0; k < i; k++)
+		if (S->assign[k] == (int)j)
+			return S->s[k]->gpu_id;
+	return 0;
+}
+
+/*
+ * Place checkpointed GPU @i and the rest.  When it fails, what kept each
+ * candidate from taking GPU @i goes into the failure note: a property, a
+ * GPU placed there already, a link, or (when it did fit) that the later
+ * GPUs then found no place.
+ */
 static int place(struct search *S, unsigned int i)
 {
-	char why[256] = "";
-	bool any = false;
+	char reasons[FAIL_LEN];
+	size_t at = 0;
 
 	if (i == S->n)
 		return 0;
+	reasons[0] = '\0';
 	for (unsigned int j = 0; j < S->ncand; j++) {
 		unsigned int ncpu = S->ncpu;
+		char why[256];
 
-		if (!S->ok[i * S->ncand + j])
-			continue;
-		if (S->used[j]) {
-			if (!any)
-				snprintf(why, sizeof(why), "every matching target GPU is taken by another checkpointed GPU");
-			continue;
-		}
-		if (++S->steps > MAX_STEPS)
+		if (!S->ok[i * S->ncand + j]) {
+			kfdcr_gpumap_props_match(S->s[i], S->c[j], S->opts, why, sizeof(why));
+		} else if (S->used[j]) {
+			snprintf(why, sizeof(why), "taken by checkpointed GPU %#x", placed_on(S, i, j));
+		} else if (++S->steps > MAX_STEPS) {
 			return -E2BIG;
-		any = true;
-		if (S->opts->link_check && !links_ok(S, i, j, why, sizeof(why)))
-			continue;
-		if (S->opts->numa_check && !numa_ok(S, i, j, why, sizeof(why))) {
+		} else if (S->opts->link_check && !links_ok(S, i, j, why, sizeof(why))) {
+			/* why says which link */
+		} else if (S->opts->numa_check && !numa_ok(S, i, j, why, sizeof(why))) {
 			S->ncpu = ncpu;
-			continue;
+		} else {
+			S->assign[i] = j;
+			S->used[j] = true;
+			switch (place(S, i + 1)) {
+			case 0:
+				return 0;
+			case -E2BIG:
+				return -E2BIG;
+			}
+			S->used[j] = false;
+			S->assign[i] = -1;
+			S->ncpu = ncpu;
+			snprintf(why, sizeof(why), "fits, but then %#x found no place", S->s[S->fail_depth]->gpu_id);
 		}
-		S->assign[i] = j;
-		S->used[j] = true;
-		switch (place(S, i + 1)) {
-		case 0:
-			return 0;
-		case -E2BIG:
-			return -E2BIG;
-		}
-		S->used[j] = false;
-		S->assign[i] = -1;
-		S->ncpu = ncpu;
+		if (at < sizeof(reasons))
+			at += snprintf(reasons + at, sizeof(reasons) - at, "%s%#x: %s",
+				       at ? "; " : "", S->c[j]->gpu_id, why);
 	}
-	note_failure(S, i, why);
+	note_failure(S, i, reasons);
 	return -ENOENT;
 }
 
@@ -441,6 +459,27 @@ static void list_gpus(char *buf, size_t len, const struct kfdcr_topo_node **c, u
 	buf[0] = '\0';
 	for (unsigned int j = 0; j < n && at < len; j++)
 		at += snprintf(buf + at, len - at, "%s%#x", j ? ", " : "", c[j]->gpu_id);
+}
+
+int kfdcr_gpumap_check_count(const struct kfdcr_topo *dst, unsigned int n, struct kfdcr_err *err)
+{
+	const struct kfdcr_topo_node *seen[MAX_MAP_GPUS];
+	unsigned int ngpu = 0, nlist = 0;
+	char all[256];
+
+	for (unsigned int k = 0; k < dst->num_nodes; k++) {
+		if (!dst->nodes[k].gpu_id)
+			continue;
+		ngpu++;
+		if (nlist < MAX_MAP_GPUS)
+			seen[nlist++] = &dst->nodes[k];
+	}
+	if (ngpu == n)
+		return 0;
+	list_gpus(all, sizeof(all), seen, nlist);
+	set_err(err, "the checkpointed process had %u GPU%s and this task sees %u (%s): KFD restores a process only where it sees exactly as many GPUs as it had; make %u visible (device cgroup, e.g. Slurm's ConstrainDevices with a %u-GPU allocation)",
+		n, n == 1 ? "" : "s", ngpu, nlist ? all : "none", n, n);
+	return -EXDEV;
 }
 
 static int resolve_targets(struct search *S, const struct kfdcr_targets *targets, struct kfdcr_err *err)
@@ -619,8 +658,8 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 		goto out;
 	}
 	if (ret) {
-		set_err(err, "no mapping onto the target GPUs keeps the GPU links: checkpointed GPU %#x: %s",
-			S.s[S.fail_depth]->gpu_id, S.fail_why);
+		set_err(err, "no mapping onto the %u target GPUs: checkpointed GPU %#x (node %u) fits none of them: %s",
+			S.ncand, S.s[S.fail_depth]->gpu_id, S.s[S.fail_depth]->node_id, S.fail_why);
 		goto out;
 	}
 	for (unsigned int i = 0; i < n; i++) {

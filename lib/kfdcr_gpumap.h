@@ -76,11 +76,23 @@ struct kfdcr_gpumap_entry {
 };
 
 /*
+ * KFD restores a process only when it sees exactly as many GPUs as the
+ * process had (RESTORE's num_devices must equal the GPUs KFD gave the
+ * new process, i.e. those its device cgroup allows).  0 when @dst (the
+ * topology as the restoring task sees it) has @n GPUs, else -EXDEV with
+ * @err giving both counts, the GPUs seen and what to do.
+ */
+int kfdcr_gpumap_check_count(const struct kfdcr_topo *dst, unsigned int n, struct kfdcr_err *err);
+
+/*
  * Map the @n checkpointed GPUs @src_gpus (gpu_ids in @src) onto GPUs of
  * @dst, restricted to @targets (NULL or empty: all GPUs of @dst).  @map
  * gets @n entries, in the order of @src_gpus.  Returns 0, -ENOENT when no
  * mapping exists (or a target is unknown), -EINVAL for bad input; @err
- * then names the GPU and the property or link that failed.
+ * then names the checkpointed GPU that could not be placed and, for each
+ * target GPU, what excluded it: a property ("VRAM 32768 MiB > 16384 MiB
+ * (KFD_VRAM_SIZE_CHECK)", "device_id 29580 != 29631"), another
+ * checkpointed GPU already on it, or a link.
  */
 int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus, unsigned int n,
 			 const struct kfdcr_topo *dst, const struct kfdcr_targets *targets,

@@ -8,13 +8,17 @@
  *	CHECKPOINT, read every VRAM/GTT BO through its dma-buf (userptr BOs
  *	through /proc/PID/mem), write DIR/kfd.img, then UNPAUSE and detach
  *	(or, with --kill, SIGKILL the target instead).
- *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]
+ *   kfd-ckpt restore DIR [--gpus ID,ID,...|rotate|topology] [--skip-zero-pages]
+ *		[-- COMMAND ARGS...]
  *	Start COMMAND (default: kfd-workload --restore DIR, from this
  *	program's directory) as a fresh process.  It RESTOREs the image on
  *	its own /dev/kfd (KFDTEST_RESTORE_GPUS maps image device i to the
  *	i-th actual gpu_id), sends its pid over $KFDTEST_SYNC_FD, and we
  *	RESUME it on our own /dev/kfd.  Exits with COMMAND's status.
  *	"--gpus rotate" puts image device i onto the GPU of device i + 1.
+ *	"--skip-zero-pages" makes the restored process leave out the BO
+ *	pages that were all zero (a restorer that trusts new memory to be
+ *	zero), to show that kfdsim's VRAM is not.
  *   kfd-ckpt resume PID
  *	CRIU_OP RESUME of PID.
  *   kfd-ckpt try CASE [PID | DIR [--gpus ...]]
@@ -956,7 +960,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s dump PID DIR [--kill]\n"
-		"       %s restore DIR [--gpus ID,ID,...|rotate|topology] [-- COMMAND ARGS...]\n"
+		"       %s restore DIR [--gpus ID,ID,...|rotate|topology] [--skip-zero-pages]\n"
+		"          [-- COMMAND ARGS...]\n"
 		"       %s resume PID\n"
 		"       %s try CASE [PID | DIR [--gpus ID,ID,...]]\n"
 		"cases on a running PID: nonowner nocap tracer-other-ioctl ckpt-no-info\n"
@@ -1029,6 +1034,8 @@ int main(int argc, char **argv)
 		for (i = 3; i < argc; i++) {
 			if (!strcmp(argv[i], "--gpus") && i + 1 < argc) {
 				gpus = argv[++i];
+			} else if (!strcmp(argv[i], "--skip-zero-pages")) {
+				setenv("KFDTEST_SKIP_ZERO_PAGES", "1", 1);
 			} else if (!strcmp(argv[i], "--")) {
 				cmd = &argv[i + 1];
 				break;

@@ -17,9 +17,20 @@
  * back from the rings and carries on.  Nothing is derived from the
  * topology or the gpu_ids after start.
  *
+ * Zero VRAM: behind its three grids each GPU's VRAM BO has --vram-zero-kb
+ * that a FILL packet clears at the start and nothing writes again.  A
+ * checkpoint therefore always holds VRAM that is partly zero, and the
+ * workload fails at the end if that memory is not zero any more (a
+ * restore that skipped zero pages of a BO, on a device whose new VRAM is
+ * not cleared, as kfdsim's and amdgpu's is not).
+ *
  * Usage: kfd-workload [options]
  *   --gpus N           GPUs to compute on (default 2)
- *   --vram-mb M        VRAM per GPU: three width x height grids (default 2)
+ *   --vram-mb M        VRAM per GPU: three width x height grids (default 2),
+ *                      plus the zero VRAM below
+ *   --vram-zero-kb K   KiB of VRAM per GPU behind the grids that a FILL
+ *                      clears at the start and that must be zero at the end
+ *                      (default 64)
  *   --gtt-mb M         GTT per GPU: staging grid + kernargs (default: what
  *                      the grid needs; error if smaller)
  *   --iterations I     iterations (default 20, at most 10000)
@@ -60,6 +71,8 @@
 #define WL_MAX_KFD_FDS	8
 #define WL_RING		256			/* packets per queue */
 #define WL_INIT_PKTS	3
+#define WL_ZERO_KB	64			/* default zero VRAM behind the grids */
+#define WL_MAX_ZERO_KB	(1024 * 1024)
 #define WL_ITER_PKTS	7
 
 #define ALIGN_UP(x, a)	(((x) + (a) - 1) & ~((uint64_t)(a) - 1))
@@ -85,7 +98,8 @@ struct wl_state {
 	uint32_t kfd_fds;			/* --kfd-fds */
 	uint32_t kfd_thread;			/* --kfd-thread */
 	uint64_t cells;
-	uint64_t grid_stride;			/* bytes between A0, A1, B */
+	uint64_t grid_stride;			/* bytes between A0, B, A1, zero */
+	uint64_t zero_bytes;			/* --vram-zero-kb * 1024 */
 	uint32_t gpu_ids[WL_MAX_GPUS];
 	uint32_t event_ids[WL_MAX_GPUS];
 	uint32_t event_slots[WL_MAX_GPUS];
@@ -144,9 +158,17 @@ static uint64_t sig_done(const struct wl_state *st)
 	return sig_e(st, st->p.iters, 0);
 }
 
+/* grids A0 (0), A1 (1), B (2), in VRAM as A0, B, A1, then the zero bytes */
 static uint64_t grid_va(const struct wl_state *st, uint32_t g, int which)
 {
-	return st->vram_va[g] + which * st->grid_stride;
+	static const int slot[3] = { 0, 2, 1 };
+
+	return st->vram_va[g] + slot[which] * st->grid_stride;
+}
+
+static uint64_t zero_va(const struct wl_state *st, uint32_t g)
+{
+	return st->vram_va[g] + 3 * st->grid_stride;
 }
 
 static uint64_t xchg(const struct wl_state *st, uint32_t i, uint32_t g)
@@ -199,9 +221,13 @@ static void gen_packet(struct wl_state *st, uint32_t g, uint64_t k, void *pkt)
 		} else {
 			struct kfdsim_args_fill *f = args;
 
+			/* B, or A1 and the zero bytes behind it (new VRAM is not zero) */
+			uint64_t count = k == 1 ? cells :
+				(zero_va(st, g) + st->zero_bytes - grid_va(st, g, 1)) / 4;
+
 			*f = (struct kfdsim_args_fill){ .dst = grid_va(st, g, k == 1 ? 2 : 1),
-				.count = cells, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
-			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, cells, 0);
+				.count = count, .value = k == 1 ? kfdw_fill_b(p->seed, g) : 0 };
+			kfdtest_make_dispatch(pkt, KFDSIM_KERNEL_FILL, ka, count, 0);
 		}
 		return;
 	}
@@ -478,7 +504,7 @@ static int alloc_bo(struct wl *wl, uint32_t gpu_id, enum kfdtest_mem mem, uint64
 
 static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes,
 		 uint64_t gtt_bytes, uint32_t progress, enum kfdtest_mem ring_mem,
-		 uint32_t kfd_fds, bool kfd_thread)
+		 uint32_t kfd_fds, bool kfd_thread, uint64_t zero_bytes)
 {
 	struct kfdtest_dev *d = &wl->dev;
 	uint32_t ids[WL_MAX_GPUS], g, i, n = p->ngpus;
@@ -532,6 +558,7 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->kfd_thread = kfd_thread;
 	st->cells = cells;
 	st->grid_stride = stride;
+	st->zero_bytes = zero_bytes;
 	memcpy(st->gpu_ids, ids, sizeof(ids[0]) * n);
 
 	ret = alloc_bo(wl, ids[0], KFDTEST_MEM_GTT, KFDTEST_EVENTS_PAGE, ids, n, &st->events_va);
@@ -554,7 +581,8 @@ static int setup(struct wl *wl, const struct kfdw_params *p, uint64_t vram_bytes
 	st->xchg_va += va;
 
 	for (g = 0; g < n; g++) {
-		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride, &ids[g], 1, &st->vram_va[g]);
+		ret = alloc_bo(wl, ids[g], KFDTEST_MEM_VRAM, 3 * stride + zero_bytes, &ids[g], 1,
+			       &st->vram_va[g]);
 		if (!ret)
 			ret = alloc_bo(wl, ids[g], KFDTEST_MEM_GTT, gtt_bytes, &ids[g], 1,
 				       &st->staging_va[g]);
@@ -668,6 +696,30 @@ static int restore(struct wl *wl, const char *dir)
 	return 0;
 }
 
+/* The zero bytes behind each GPU's grids must still be zero. */
+static int check_zero_vram(const struct wl *wl)
+{
+	const struct wl_state *st = wl->st;
+	uint64_t i, bad;
+	uint32_t g;
+	int ret = 0;
+
+	for (g = 0; g < st->p.ngpus; g++) {
+		const volatile uint32_t *z = kfdtest_ptr(zero_va(st, g));
+
+		for (i = 0, bad = 0; i < st->zero_bytes / 4; i++)
+			bad += z[i] != 0;
+		if (bad) {
+			ERR("GPU %u: %" PRIu64 " words of the VRAM at 0x%" PRIx64 " that was cleared at the start "
+			    "are not zero (first 0x%08x)", g, bad, zero_va(st, g), z[0]);
+			ret = -EIO;
+		}
+	}
+	if (!ret)
+		printf("%s: %" PRIu64 " KiB of zero VRAM per GPU still zero\n", prog, st->zero_bytes / 1024);
+	return ret;
+}
+
 static int teardown(struct wl *wl)
 {
 	struct wl_state *st = wl->st;
@@ -718,7 +770,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: %s [--gpus N] [--vram-mb M] [--gtt-mb M] [--iterations I] [--seed S]\n"
 		"       [--width W] [--progress K] [--ring-mem gtt|userptr] [--kfd-fds N]\n"
-		"       [--kfd-thread] [--verbose]\n"
+		"       [--kfd-thread] [--vram-zero-kb K] [--verbose]\n"
 		"       %s --cpu [same options]\n"
 		"       %s --restore DIR   (normally run by: kfd-ckpt restore DIR)\n"
 		"Runs a deterministic stencil/scaled-add/checksum computation on N kfdsim GPUs\n"
@@ -752,6 +804,7 @@ int main(int argc, char **argv)
 		{ "ring-mem", required_argument, NULL, 'r' },
 		{ "kfd-fds", required_argument, NULL, 'F' },
 		{ "kfd-thread", no_argument, NULL, 'T' },
+		{ "vram-zero-kb", required_argument, NULL, 'Z' },
 		{ "cpu", no_argument, NULL, 'c' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'V' },
@@ -759,7 +812,7 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct kfdw_params p = { .ngpus = 2, .width = 256, .iters = 20, .seed = 1 };
-	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, kfd_fds = 0, result;
+	uint64_t v, vram_mb = 2, gtt_mb = 0, progress = 1, kfd_fds = 0, zero_kb = WL_ZERO_KB, result;
 	bool kfd_thread = false;
 	enum kfdtest_mem ring_mem = KFDTEST_MEM_USERPTR;
 	const char *restore_dir = NULL;
@@ -818,6 +871,13 @@ int main(int argc, char **argv)
 		case 'T':
 			kfd_thread = true;
 			break;
+		case 'Z':
+			if (parse_u64("--vram-zero-kb", optarg, 4, WL_MAX_ZERO_KB, &zero_kb) ||
+			    zero_kb % 4) {
+				ERR("--vram-zero-kb: want a multiple of 4 from 4 to %u", WL_MAX_ZERO_KB);
+				return 2;
+			}
+			break;
 		case 'c':
 			cpu = true;
 			break;
@@ -863,7 +923,7 @@ int main(int argc, char **argv)
 		ret = restore(&wl, restore_dir);
 	else
 		ret = setup(&wl, &p, vram_mb * 1024 * 1024, gtt_mb * 1024 * 1024,
-			    progress, ring_mem, kfd_fds, kfd_thread);
+			    progress, ring_mem, kfd_fds, kfd_thread, zero_kb * 1024);
 	if (ret) {
 		ERR("%s failed: %s", restore_dir ? "restore" : "setup", strerror(-ret));
 		return 1;
@@ -875,9 +935,10 @@ int main(int argc, char **argv)
 	}
 	result = *(volatile uint64_t *)kfdtest_ptr(wl.st->final_va);
 	wl.st->finished = 1;
+	c = check_zero_vram(&wl);
 	ret = teardown(&wl);
 	if (ret)
 		ERR("teardown failed: %s", strerror(-ret));
 	printf("result: 0x%016" PRIx64 "\n", result);
-	return ret ? 1 : 0;
+	return ret || c ? 1 : 0;
 }

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/kfdcr_image.h"
 #include "libkfdtest.h"
 
 #define ALIGN_UP(x, a)	(((x) + (a) - 1) & ~((uint64_t)(a) - 1))
@@ -771,50 +772,134 @@ static int read_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-int kfdtest_image_write(const char *dir, const struct kfdtest_image *img)
+/*
+ * Images are kfdcr images (lib/kfdcr_image.h, docs/image-format.md), the
+ * format the CRIU plugin writes: a manifest KFDTEST_IMG_NAME and one data
+ * file per GPU, checksummed, zero pages left out.  What KFD's RESTORE
+ * needs beyond the manifest's records (the actual gpu_ids and
+ * num_objects) travels in front of the KFD private data.
+ */
+#define KFDTEST_IMG_BASE	"kfd"
+
+struct kfdtest_priv_hdr {
+	uint64_t magic;			/* KFDTEST_IMG_MAGIC */
+	uint32_t num_objects;
+	uint32_t num_devices;
+	uint32_t actual_ids[KFDTEST_MAX_GPUS];
+};
+
+static int img_source_read(void *arg, unsigned int bo, uint64_t off, void *buf, size_t len)
 {
-	char path[4096], tmp[4200];
-	const struct kfdtest_img_hdr *h = &img->hdr;
-	int fd, ret = -1;
+	const struct kfdtest_image *img = arg;
+
+	memcpy(buf, (const char *)img->contents[bo] + off, len);
+	return 0;
+}
+
+static int img_sink_write(void *arg, unsigned int bo, uint64_t off, const void *buf, size_t len)
+{
+	struct kfdtest_image *img = arg;
+
+	memcpy((char *)img->contents[bo] + off, buf, len);
+	return 0;
+}
+
+static int open_image_dir(const char *dir, bool create)
+{
+	int fd;
+
+	if (create && mkdir(dir, 0700) && errno != EEXIST) {
+		fd = -errno;
+		kfdtest_log("mkdir %s: %s", dir, strerror(errno));
+		return fd;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fd = -errno;
+		kfdtest_log("open %s: %s", dir, strerror(-fd));
+	}
+	return fd;
+}
+
+static int gpu_index_of(const struct kfdtest_image *img, uint32_t gpu_id)
+{
 	uint32_t i;
 
-	if (mkdir(dir, 0700) && errno != EEXIST) {
-		ret = -errno;
-		kfdtest_log("mkdir %s: %s", dir, strerror(errno));
-		return ret;
-	}
-	snprintf(path, sizeof(path), "%s/" KFDTEST_IMG_NAME, dir);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		kfdtest_log("open %s: %s", tmp, strerror(errno));
-		return ret;
-	}
-	ret = write_all(fd, h, sizeof(*h));
-	if (!ret)
-		ret = write_all(fd, img->devices, h->num_devices * sizeof(*img->devices));
-	if (!ret)
-		ret = write_all(fd, img->bos, h->num_bos * sizeof(*img->bos));
-	if (!ret)
-		ret = write_all(fd, img->priv_data, h->priv_data_size);
-	for (i = 0; !ret && i < h->num_bos; i++) {
-		uint64_t len = img->contents[i] ? img->bos[i].size : 0;
+	for (i = 0; i < img->hdr.num_devices; i++)
+		if (img->devices[i].user_gpu_id == gpu_id)
+			return i;
+	return -1;
+}
 
-		ret = write_all(fd, &len, sizeof(len));
-		if (!ret && len)
-			ret = write_all(fd, img->contents[i], len);
+int kfdtest_image_write(const char *dir, const struct kfdtest_image *img)
+{
+	const struct kfdtest_img_hdr *h = &img->hdr;
+	struct kfdcr_img_source src = { .read = img_source_read, .arg = (void *)img };
+	struct kfdcr_img_gpu gpus[KFDTEST_MAX_GPUS];
+	struct kfdcr_img_desc desc = { 0 };
+	struct kfdtest_priv_hdr *ph = NULL;
+	struct kfdcr_img_bo *bos = NULL;
+	struct kfdcr_img_opts opts = { 0 };
+	struct kfdcr_err err = { { 0 } };
+	int dirfd = -1, ret = -EINVAL;
+	uint32_t i;
+
+	if (h->num_devices > KFDTEST_MAX_GPUS) {
+		kfdtest_log("writing image %s: %u devices, at most %d", dir, h->num_devices,
+			    KFDTEST_MAX_GPUS);
+		return -EINVAL;
 	}
-	if (!ret && fsync(fd))
-		ret = -errno;
-	if (close(fd) && !ret)
-		ret = -errno;
-	if (!ret && rename(tmp, path))
-		ret = -errno;
-	if (ret) {
-		kfdtest_log("writing %s: %s", path, strerror(-ret));
-		unlink(tmp);
+	memset(gpus, 0, sizeof(gpus));
+	bos = calloc(h->num_bos + 1, sizeof(*bos));
+	ph = calloc(1, sizeof(*ph) + h->priv_data_size);
+	if (!bos || !ph) {
+		ret = -ENOMEM;
+		goto out;
 	}
+	ph->magic = KFDTEST_IMG_MAGIC;
+	ph->num_objects = h->num_objects;
+	ph->num_devices = h->num_devices;
+	for (i = 0; i < h->num_devices; i++) {
+		gpus[i].gpu_id = img->devices[i].user_gpu_id;
+		gpus[i].node_id = i + 1;
+		ph->actual_ids[i] = img->devices[i].actual_gpu_id;
+	}
+	memcpy(ph + 1, img->priv_data, h->priv_data_size);
+	for (i = 0; i < h->num_bos; i++) {
+		const struct kfd_criu_bo_bucket *b = &img->bos[i];
+		int gi = gpu_index_of(img, b->gpu_id);
+
+		if (gi < 0 && img->contents[i]) {
+			kfdtest_log("writing image %s: BO %u names unknown gpu 0x%x", dir, i, b->gpu_id);
+			goto out;
+		}
+		bos[i] = (struct kfdcr_img_bo){
+			.handle = i, .gpu_va = b->addr, .size = b->size, .mmap_offset = b->offset,
+			.alloc_flags = b->alloc_flags,
+			.gpu_index = gi < 0 ? KFDCR_IMG_NO_GPU : (uint32_t)gi,
+			.has_data = img->contents[i] != NULL,
+		};
+	}
+	desc.pid = h->pid;
+	desc.num_gpus = h->num_devices;
+	desc.gpus = gpus;
+	desc.num_bos = h->num_bos;
+	desc.bos = bos;
+	desc.priv_data = ph;
+	desc.priv_size = sizeof(*ph) + h->priv_data_size;
+	dirfd = open_image_dir(dir, true);
+	if (dirfd < 0) {
+		ret = dirfd;
+		goto out;
+	}
+	ret = kfdcr_img_write(dirfd, KFDTEST_IMG_BASE, &desc, &src, &opts, NULL, &err);
+	if (ret)
+		kfdtest_log("writing image %s: %s", dir, err.msg);
+out:
+	if (dirfd >= 0)
+		close(dirfd);
+	free(ph);
+	free(bos);
 	return ret;
 }
 
@@ -832,66 +917,77 @@ void kfdtest_image_free(struct kfdtest_image *img)
 	memset(img, 0, sizeof(*img));
 }
 
-int kfdtest_image_read(const char *dir, struct kfdtest_image *img)
+/* The records of an opened image into @img (contents allocated, zero). */
+static int image_from_desc(const char *dir, const struct kfdcr_img_desc *d,
+			   struct kfdtest_image *img)
 {
+	const struct kfdtest_priv_hdr *ph = d->priv_data;
 	struct kfdtest_img_hdr *h = &img->hdr;
-	char path[4096];
 	uint32_t i;
-	int fd, ret;
 
-	memset(img, 0, sizeof(*img));
-	snprintf(path, sizeof(path), "%s/" KFDTEST_IMG_NAME, dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		kfdtest_log("open %s: %s", path, strerror(errno));
-		return ret;
+	if (d->priv_size < sizeof(*ph) || ph->magic != KFDTEST_IMG_MAGIC ||
+	    ph->num_devices != d->num_gpus || d->num_gpus > KFDTEST_MAX_GPUS) {
+		kfdtest_log("%s: not a kfd-ckpt image (its private data has no kfd-ckpt header)", dir);
+		return -EINVAL;
 	}
-	ret = read_all(fd, h, sizeof(*h));
-	if (ret)
-		goto out;
-	if (h->magic != KFDTEST_IMG_MAGIC || h->version != 1 ||
-	    h->num_devices > KFDTEST_MAX_GPUS || h->num_bos > 65536 ||
-	    h->priv_data_size > (1ULL << 30)) {
-		kfdtest_log("%s: not a kfd-ckpt image (bad magic, version or counts)", path);
-		ret = -EINVAL;
-		goto out;
-	}
+	h->magic = KFDTEST_IMG_MAGIC;
+	h->version = 2;
+	h->pid = d->pid;
+	h->num_devices = d->num_gpus;
+	h->num_bos = d->num_bos;
+	h->num_objects = ph->num_objects;
+	h->priv_data_size = d->priv_size - sizeof(*ph);
 	img->devices = calloc(h->num_devices + 1, sizeof(*img->devices));
 	img->bos = calloc(h->num_bos + 1, sizeof(*img->bos));
 	img->priv_data = malloc(h->priv_data_size + 1);
 	img->contents = calloc(h->num_bos + 1, sizeof(*img->contents));
-	if (!img->devices || !img->bos || !img->priv_data || !img->contents) {
-		ret = -ENOMEM;
-		goto out;
+	if (!img->devices || !img->bos || !img->priv_data || !img->contents)
+		return -ENOMEM;
+	memcpy(img->priv_data, ph + 1, h->priv_data_size);
+	for (i = 0; i < h->num_devices; i++) {
+		img->devices[i].user_gpu_id = d->gpus[i].gpu_id;
+		img->devices[i].actual_gpu_id = ph->actual_ids[i];
+		img->devices[i].drm_fd = KFD_INVALID_FD;
 	}
-	ret = read_all(fd, img->devices, h->num_devices * sizeof(*img->devices));
-	if (!ret)
-		ret = read_all(fd, img->bos, h->num_bos * sizeof(*img->bos));
-	if (!ret)
-		ret = read_all(fd, img->priv_data, h->priv_data_size);
-	for (i = 0; !ret && i < h->num_bos; i++) {
-		uint64_t len;
+	for (i = 0; i < h->num_bos; i++) {
+		const struct kfdcr_img_bo *b = &d->bos[i];
 
-		ret = read_all(fd, &len, sizeof(len));
-		if (ret || !len)
-			continue;
-		if (len != img->bos[i].size) {
-			ret = -EINVAL;
-			break;
-		}
-		img->contents[i] = malloc(len);
-		if (!img->contents[i]) {
-			ret = -ENOMEM;
-			break;
-		}
-		ret = read_all(fd, img->contents[i], len);
+		img->bos[i] = (struct kfd_criu_bo_bucket){
+			.addr = b->gpu_va, .size = b->size, .offset = b->mmap_offset,
+			.gpu_id = b->gpu_index == KFDCR_IMG_NO_GPU ? 0 : d->gpus[b->gpu_index].gpu_id,
+			.alloc_flags = b->alloc_flags, .dmabuf_fd = KFD_INVALID_FD,
+		};
+		/* zeroed: the image leaves out zero pages */
+		if (b->has_data && !(img->contents[i] = calloc(1, b->size)))
+			return -ENOMEM;
 	}
-	if (ret)
-		kfdtest_log("reading %s: %s", path,
-			    ret == -ENODATA ? "truncated" : strerror(-ret));
-out:
-	close(fd);
+	return 0;
+}
+
+int kfdtest_image_read(const char *dir, struct kfdtest_image *img)
+{
+	struct kfdcr_img_sink sink = { .write = img_sink_write, .arg = img };
+	struct kfdcr_err err = { { 0 } };
+	struct kfdcr_img *im = NULL;
+	int dirfd, ret;
+
+	memset(img, 0, sizeof(*img));
+	dirfd = open_image_dir(dir, false);
+	if (dirfd < 0)
+		return dirfd;
+	ret = kfdcr_img_open(dirfd, KFDTEST_IMG_BASE, &im, &err);
+	if (!ret)
+		ret = image_from_desc(dir, kfdcr_img_get_desc(im), img);
+	else
+		kfdtest_log("reading image %s: %s", dir, err.msg);
+	if (!ret) {
+		ret = kfdcr_img_read(im, &sink, NULL, NULL, &err);
+		if (ret)
+			kfdtest_log("reading image %s: %s", dir, err.msg);
+	}
+	if (im)
+		kfdcr_img_close(im);
+	close(dirfd);
 	if (ret)
 		kfdtest_image_free(img);
 	return ret;
@@ -1001,6 +1097,33 @@ int kfdtest_restore_prepare_va(const struct kfdtest_image *img)
 	return 0;
 }
 
+static bool page_is_zero(const char *p, size_t len)
+{
+	return !p[0] && !memcmp(p, p + 1, len - 1);
+}
+
+/*
+ * Write a BO's saved contents back.  $KFDTEST_SKIP_ZERO_PAGES=1 skips the
+ * pages that are all zero, as a restorer that trusts new memory to be
+ * zero would: on kfdsim (and amdgpu) new VRAM is not, and the result
+ * shows it.
+ */
+static void write_contents(char *dst, const char *src, uint64_t size)
+{
+	const char *env = getenv("KFDTEST_SKIP_ZERO_PAGES");
+	uint64_t off, n;
+
+	if (!env || strcmp(env, "1")) {
+		memcpy(dst, src, size);
+		return;
+	}
+	for (off = 0; off < size; off += n) {
+		n = size - off < 4096 ? size - off : 4096;
+		if (!page_is_zero(src + off, n))
+			memcpy(dst + off, src + off, n);
+	}
+}
+
 int kfdtest_restore_finish(struct kfdtest_dev *d, const struct kfdtest_image *img,
 			   const struct kfd_criu_bo_bucket *bos,
 			   struct kfdtest_restored *out)
@@ -1049,7 +1172,7 @@ int kfdtest_restore_finish(struct kfdtest_dev *d, const struct kfdtest_image *im
 		if (b->alloc_flags & KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL)
 			out->doorbell_offsets[gi] = b->restored_offset;
 		else if (img->contents[i])
-			memcpy(p, img->contents[i], b->size);
+			write_contents(p, img->contents[i], b->size);
 		if (b->addr + b->size > d->va_next)
 			d->va_next = b->addr + b->size;
 	}

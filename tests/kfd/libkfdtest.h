@@ -130,8 +130,12 @@ int kfdtest_event_destroy(struct kfdtest_dev *d, uint32_t event_id);
 int kfdtest_events_wait(struct kfdtest_dev *d, const uint32_t *ids, int n,
 			bool all, uint32_t timeout_ms);
 
-/* checkpoint images (written by kfd-ckpt dump, read by restore) */
-#define KFDTEST_IMG_MAGIC	0x31474d49504b4452ULL	/* "RDKPIMG1" */
+/*
+ * checkpoint images (written by kfd-ckpt dump, read by restore): kfdcr
+ * images (lib/kfdcr_image.h) named "kfd" in their folder, the manifest
+ * KFDTEST_IMG_NAME and a data file per GPU
+ */
+#define KFDTEST_IMG_MAGIC	0x32474d49504b4452ULL	/* "RDKPIMG2" */
 #define KFDTEST_IMG_NAME	"kfd.img"
 
 struct kfdtest_img_hdr {
@@ -143,7 +147,6 @@ struct kfdtest_img_hdr {
 	uint32_t num_objects;
 	uint32_t pad;
 	uint64_t priv_data_size;
-	/* then devices[], bos[], priv_data, then each BO's content */
 };
 
 struct kfdtest_image {

@@ -166,6 +166,22 @@ reap_killed() {
 	while read -r map; do [ "${map%->*}" != "${map#*->}" ]; done <<<"$maps"
 }
 
+@test "kfdsim restore: skipping the zero pages of VRAM BOs leaves poison behind, and the workload sees it" {
+	local img=$BATS_TEST_TMPDIR/img
+	[ "$(cat /sys/module/kfdsim/parameters/vram_poison)" != 0 ] || skip "vram_poison=0"
+	start_workload --gpus 2 --iterations 150 --seed 14
+	wait_for_line "iteration 5/150 done"
+	ckpt dump "$WL_PID" "$img" --kill
+	reap_killed
+	run kfd-ckpt restore "$img" --gpus rotate --skip-zero-pages
+	echo "$output"
+	[ "$status" = 1 ]
+	[[ $output == *"that was cleared at the start are not zero (first 0x$(printf '%08x' "$(cat /sys/module/kfdsim/parameters/vram_poison)"))"* ]]
+	# the same image restored with every byte written back is fine
+	ckpt restore "$img" --gpus rotate
+	[[ $output == *"KiB of zero VRAM per GPU still zero"* ]]
+}
+
 @test "kfdsim checkpoint: after UNPAUSE the original and a restored copy both finish with the result" {
 	local want img=$BATS_TEST_TMPDIR/img
 	want=$(cpu_result --gpus 2 --iterations 150 --seed 11)

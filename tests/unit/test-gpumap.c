@@ -186,6 +186,75 @@ static void test_property_mismatch(void **state)
 	destroy(&p);
 }
 
+/*
+ * Every target is accounted for when the search fails: taken by another
+ * checkpointed GPU, or ruled out by a named property (not "every matching
+ * target is taken").
+ */
+/* Two alike GPUs onto 0x2000 and 0x2001 (to be changed by the caller). */
+static void two_onto_two(struct pair *p)
+{
+	fx_init(&p->src, 1);
+	fx_gpu(&p->src, 0x1000, 0, -1);
+	fx_gpu(&p->src, 0x1001, 0, -1);
+	fx_init(&p->dst, 1);
+	fx_gpu(&p->dst, 0x2000, 0, -1);
+	fx_gpu(&p->dst, 0x2001, 0, -1);
+}
+
+static void test_failure_names_each_target(void **state)
+{
+	struct pair p;
+	struct kfdcr_gpumap_entry m[2];
+	struct kfdcr_err err;
+	const uint32_t gpus[] = { 0x1000, 0x1001 };
+
+	two_onto_two(&p);
+	p.dst.gpus[1].vram_mb = 16384;
+	build(&p);
+	assert_int_equal(map(&p, gpus, 2, NULL, NULL, m, &err), -ENOENT);
+	assert_string_equal(err.msg,
+		"no mapping onto the 2 target GPUs: checkpointed GPU 0x1001 (node 2) fits none of them: "
+		"0x2000: taken by checkpointed GPU 0x1000; "
+		"0x2001: VRAM 32768 MiB > 16384 MiB (KFD_VRAM_SIZE_CHECK)");
+	destroy(&p);
+
+	/* Another device id: named with both values. */
+	two_onto_two(&p);
+	p.dst.gpus[1].device_id = 29631;
+	build(&p);
+	assert_int_equal(map(&p, gpus, 2, NULL, NULL, m, &err), -ENOENT);
+	assert_string_equal(err.msg,
+		"no mapping onto the 2 target GPUs: checkpointed GPU 0x1001 (node 2) fits none of them: "
+		"0x2000: taken by checkpointed GPU 0x1000; 0x2001: device_id 29580 != 29631");
+	destroy(&p);
+}
+
+/* KFD needs as many visible GPUs as the process had: said before any search. */
+static void test_visible_count(void **state)
+{
+	struct pair p;
+	struct kfdcr_err err = { "" };
+
+	fx_init(&p.src, 1);
+	fx_gpu(&p.src, 0x1000, 0, -1);
+	fx_init(&p.dst, 1);
+	for (unsigned int i = 0; i < 4; i++)
+		fx_gpu(&p.dst, 0x2000 + i, 0, -1);
+	build(&p);
+	assert_int_equal(kfdcr_gpumap_check_count(p.d, 4, &err), 0);
+	assert_int_equal(kfdcr_gpumap_check_count(p.d, 2, &err), -EXDEV);
+	assert_non_null(strstr(err.msg, "the checkpointed process had 2 GPUs and this task sees 4 (0x2000, 0x2001, 0x2002, 0x2003)"));
+	assert_non_null(strstr(err.msg, "make 2 visible"));
+	assert_int_equal(kfdcr_gpumap_check_count(p.d, 1, &err), -EXDEV);
+	assert_non_null(strstr(err.msg, "had 1 GPU and this task sees 4"));
+	/* The checkpoint's own topology, seen from its single GPU: fine. */
+	assert_int_equal(kfdcr_gpumap_check_count(p.s, 1, &err), 0);
+	assert_int_equal(kfdcr_gpumap_check_count(p.s, 5, &err), -EXDEV);
+	assert_non_null(strstr(err.msg, "had 5 GPUs and this task sees 1 (0x1000)"));
+	destroy(&p);
+}
+
 static void test_simd_count_mismatch(void **state)
 {
 	struct pair p;
@@ -230,7 +299,7 @@ static void test_hive_kept_together(void **state)
 
 	/* Split across hives: refused, naming the GPU and the link. */
 	assert_int_equal(map(&p, gpus, 2, "renderD128,renderD133", NULL, m, &err), -ENOENT);
-	assert_non_null(strstr(err.msg, "no mapping onto the target GPUs keeps the GPU links: checkpointed GPU 0x1001"));
+	assert_non_null(strstr(err.msg, "no mapping onto the 2 target GPUs: checkpointed GPU 0x1001 (node 2) fits none of them: "));
 	assert_non_null(strstr(err.msg, "XGMI"));
 	destroy(&p);
 }
@@ -300,7 +369,7 @@ static void test_asymmetric_links(void **state)
 	fx_link(&p.dst, fx_gpu(&p.dst, 0x2001, 0, -1), 1, 11);
 	build(&p);
 	assert_int_equal(map(&p, gpus, 2, NULL, NULL, m, &err), -ENOENT);
-	assert_non_null(strstr(err.msg, "checkpointed GPU 0x1001: "));
+	assert_non_null(strstr(err.msg, "checkpointed GPU 0x1001 (node 2) fits none of them: "));
 	assert_non_null(strstr(err.msg, "XGMI link"));
 	destroy(&p);
 }
@@ -437,6 +506,8 @@ int main(void)
 		cmocka_unit_test(test_too_few_and_unknown_targets),
 		cmocka_unit_test(test_property_mismatch),
 		cmocka_unit_test(test_simd_count_mismatch),
+		cmocka_unit_test(test_failure_names_each_target),
+		cmocka_unit_test(test_visible_count),
 		cmocka_unit_test(test_hive_kept_together),
 		cmocka_unit_test(test_hive_onto_pcie),
 		cmocka_unit_test(test_asymmetric_links),

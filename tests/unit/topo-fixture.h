@@ -27,6 +27,7 @@ struct fx_gpu {
 	unsigned long gfx;		/* gfx_target_version, 0 = 90010 */
 	unsigned int simd;		/* 0 = 240 */
 	unsigned long vram_mb;		/* 0 = 32768 */
+	unsigned int device_id;		/* 0 = 29580 */
 	unsigned int minor;		/* drm_render_minor */
 };
 
@@ -143,11 +144,12 @@ static inline const char *fx_build(struct fx *f)
 				 "max_waves_per_simd 8\nlds_size_in_kb 64\ngds_size_in_kb 0\nnum_gws 64\n"
 				 "wave_front_size 64\narray_count 8\nsimd_arrays_per_engine 1\ncu_per_simd_array 15\n"
 				 "simd_per_cu 4\nmax_slots_scratch_cu 32\ngfx_target_version %lu\nvendor_id 4098\n"
-				 "device_id 29580\nlocation_id %u\ndomain 0\ndrm_render_minor %u\nhive_id %d\n"
+				 "device_id %u\nlocation_id %u\ndomain 0\ndrm_render_minor %u\nhive_id %d\n"
 				 "num_sdma_engines 2\nnum_sdma_xgmi_engines 6\nnum_sdma_queues_per_engine 8\n"
 				 "num_cp_queues 24\nmax_engine_clk_fcompute 1700\nlocal_mem_size 0\nfw_version 62\n"
 				 "capability 671588992\nsdma_fw_version 9\nunique_id %u\nmax_engine_clk_ccompute 2100\n",
-				 g->simd ? g->simd : 240, links[n].n, g->gfx ? g->gfx : 90010, 256 * n, g->minor,
+				 g->simd ? g->simd : 240, links[n].n, g->gfx ? g->gfx : 90010,
+				 g->device_id ? g->device_id : 29580, 256 * n, g->minor,
 				 g->hive >= 0 ? 1000 + g->hive : 0, 7000 + n);
 		else
 			snprintf(text, sizeof(text),
