@@ -124,7 +124,7 @@ static int conn_fail(struct cp_conn *c, int err, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(c->msg, sizeof(c->msg), fmt, ap);
 		va_end(ap);
-		pr_err("copier: %s\n", c->msg);
+		pr_warn("copier: %s\n", c->msg);
 	}
 	return err;
 }
@@ -763,50 +763,6 @@ static __attribute__((noreturn)) void copier_main(int lfd)
 
 /* ------------------------------------------------------------------ */
 /* start and stop, in the plugin's process                              */
-
-static socklen_t copier_addr(const struct kfdcr_copier *c, struct sockaddr_un *a)
-{
-	size_t len = strlen(c->name);
-
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	if (c->dirfd < 0) {
-		memcpy(a->sun_path + 1, c->name, len);	/* abstract */
-		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
-	}
-	memcpy(a->sun_path, c->name, len);
-	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
-}
-
-/*
- * Run @fn (bind or connect) on @fd with @cp's address: a name relative to
- * its directory is reached by changing into it for the call (a restoring
- * task reaches criu's image directory only through its fd).
- */
-int kfdcr_copier_sockop(const struct kfdcr_copier *c, int fd,
-			int (*fn)(int, const struct sockaddr *, socklen_t))
-{
-	struct sockaddr_un a;
-	socklen_t len = copier_addr(c, &a);
-	int cwd = -1, ret;
-
-	if (c->dirfd >= 0) {
-		cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (cwd < 0 || fchdir(c->dirfd) < 0) {
-			ret = -errno;
-			if (cwd >= 0)
-				close(cwd);
-			return ret;
-		}
-	}
-	ret = fn(fd, (struct sockaddr *)&a, len) < 0 ? -errno : 0;
-	if (cwd >= 0) {
-		if (fchdir(cwd) < 0 && !ret)
-			ret = -errno;
-		close(cwd);
-	}
-	return ret;
-}
 
 int kfdcr_copier_start(int dirfd, struct kfdcr_copier *c, struct kfdcr_err *err)
 {

@@ -377,6 +377,7 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	struct kfdcr_img_opts opts;
 	struct kfdcr_err err = { { 0 } };
 	uint32_t actual_ids[KFDCR_MAX_GPUS];
+	uint64_t sdma_zero = 0;
 	int *dmabuf_fds = NULL;
 	const char *how;
 	void *priv = NULL;
@@ -430,7 +431,8 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	for (i = 0; i < d->num_bos; i++)
 		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	kfdcr_img_opts_from_env(&opts);
-	ret = kfdcr_sdma_img_read(img, actual_ids, dmabuf_fds, &sink, &opts, &stats, &how, &err);
+	ret = kfdcr_sdma_img_read(img, actual_ids, dmabuf_fds, &sink, &opts, &stats, &how,
+				  &sdma_zero, &err);
 	if (ret) {
 		pr_err("image %s is damaged; pid %u is not restored: %s\n", name, d->pid, err.msg);
 		goto out;
@@ -439,10 +441,11 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	if (ret)
 		goto out;
 	if (!strcmp(how, "SDMA"))
-		pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, by SDMA in %.3f s; zero pages filled by the engine\n",
+		pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, by SDMA in %.3f s; %llu bytes of zero pages written into VRAM by the engine (CONSTANT_FILL)\n",
 			d->pid, d->num_gpus, d->num_bos, name,
 			(unsigned long long)stats.logical_bytes,
-			(unsigned long long)stats.stored_bytes, stats.seconds);
+			(unsigned long long)stats.stored_bytes, stats.seconds,
+			(unsigned long long)sdma_zero);
 	else
 		pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, by the CPU in %.3f s; %llu bytes of zero pages written into VRAM in %.3f s\n",
 			d->pid, d->num_gpus, d->num_bos, name,

@@ -18,18 +18,24 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <criu/criu-plugin.h>
+#include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
 #include "kfdcr_sdma.h"
+
+/* criu's; weak, so that the client side also links into unit tests */
+int criu_get_image_dir(void) __attribute__((weak));
 
 #define SLOT_MIN	(64u << 10)
 #define SLOT_MAX	(8u << 20)
@@ -69,6 +75,51 @@ static int set_err(struct kfdcr_err *err, int ret, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ */
 /* connections                                                          */
+
+static socklen_t copier_addr(const struct kfdcr_copier *c, struct sockaddr_un *a)
+{
+	size_t len = strlen(c->name);
+
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	if (c->dirfd < 0) {
+		memcpy(a->sun_path + 1, c->name, len);	/* abstract */
+		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
+	}
+	memcpy(a->sun_path, c->name, len);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+}
+
+/*
+ * Run @fn (bind or connect) on @fd with @cp's address: a name relative to
+ * its directory is reached by changing into it for the call (a restoring
+ * task reaches criu's image directory only through its fd).
+ */
+int kfdcr_copier_sockop(const struct kfdcr_copier *c, int fd,
+			int (*fn)(int, const struct sockaddr *, socklen_t))
+{
+	struct sockaddr_un a;
+	socklen_t len = copier_addr(c, &a);
+	int cwd = -1, ret;
+
+	if (c->dirfd >= 0) {
+		cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (cwd < 0 || fchdir(c->dirfd) < 0) {
+			ret = -errno;
+			if (cwd >= 0)
+				close(cwd);
+			return ret;
+		}
+	}
+	ret = fn(fd, (struct sockaddr *)&a, len) < 0 ? -errno : 0;
+	if (cwd >= 0) {
+		if (fchdir(cwd) < 0 && !ret)
+			ret = -errno;
+		close(cwd);
+	}
+	return ret;
+}
+
 
 struct kfdcr_sdma_conn {
 	int fd;
@@ -336,6 +387,7 @@ struct kfdcr_sdma_io {
 	unsigned int num_gpus;
 	struct stream *s;
 	pthread_mutex_t lock;		/* protects failed and msg */
+	_Atomic uint64_t zero_bytes;	/* restore: filled by the engine */
 	bool failed;
 	char msg[512];
 };
@@ -634,16 +686,23 @@ static int sdma_write(void *arg, unsigned int bo, uint64_t off, const void *buf,
 	return ret;
 }
 
+/* Zero pages the dump left out: VRAM is not cleared on allocation, GTT is. */
 static int sdma_zero(void *arg, unsigned int bo, uint64_t off, uint64_t len)
 {
 	struct kfdcr_sdma_io *io = arg;
 	struct stream *st = &io->s[io->bos[bo].gpu_index];
-	int ret = sink_bo(st, bo);
+	int ret;
+
+	if (!io->bos[bo].vram)
+		return 0;
+	ret = sink_bo(st, bo);
 
 	if (!ret && st->nops >= KFDCR_SDMA_MAX_OPS - MAX_RELEASES)
 		ret = flush_slot(st);
-	if (!ret)
+	if (!ret) {
 		add_op(st, KFDCR_SDMA_FILL, bo, off, 0, len);
+		atomic_fetch_add(&io->zero_bytes, len);
+	}
 	return ret;
 }
 
@@ -826,6 +885,8 @@ static struct kfdcr_sdma_bo *sdma_bos(const struct kfdcr_img_desc *d, const int 
 		bos[i] = (struct kfdcr_sdma_bo){ .size = d->bos[i].size,
 						 .gpu_index = d->bos[i].gpu_index,
 						 .has_data = d->bos[i].has_data,
+						 .vram = d->bos[i].alloc_flags &
+							 KFD_IOC_ALLOC_MEM_FLAGS_VRAM,
 						 .dmabuf_fd = dmabuf_fds[i] };
 	return bos;
 }
@@ -900,7 +961,7 @@ int kfdcr_sdma_img_write(int dirfd, const char *name, struct kfdcr_img_desc *des
 int kfdcr_sdma_img_read(struct kfdcr_img *img, const uint32_t *actual_ids,
 			const int *dmabuf_fds, const struct kfdcr_img_sink *cpu,
 			const struct kfdcr_img_opts *opts_in, struct kfdcr_img_stats *stats,
-			const char **how, struct kfdcr_err *err)
+			const char **how, uint64_t *zero_bytes, struct kfdcr_err *err)
 {
 	const struct kfdcr_img_desc *d = kfdcr_img_get_desc(img);
 	enum kfdcr_data_path path = kfdcr_data_path();
@@ -930,6 +991,7 @@ int kfdcr_sdma_img_read(struct kfdcr_img *img, const uint32_t *actual_ids,
 	ret = kfdcr_img_read(img, &sink, &opts, stats, err);
 	if (!ret)
 		ret = kfdcr_sdma_io_finish(io, err);
+	*zero_bytes = atomic_load(&io->zero_bytes);
 	if (ret && kfdcr_sdma_io_failed(io, &e)) {
 		kfdcr_sdma_io_close(io);
 		free(bos);

@@ -134,6 +134,7 @@ struct kfdcr_sdma_bo {
 	uint64_t size;
 	uint32_t gpu_index;	/* KFDCR_IMG_NO_GPU: no data */
 	bool has_data;
+	bool vram;		/* not cleared at allocation (GTT is) */
 	int dmabuf_fd;
 };
 
@@ -169,7 +170,8 @@ void kfdcr_sdma_stop(void);
  * kfdcr_img_write() / kfdcr_img_read() with BO contents moved by SDMA
  * (KFDCR_DATA_PATH auto or sdma), else through @cpu; under auto a copier
  * failure falls back to @cpu.  @actual_ids: local gpu_id of each image
- * GPU; @dmabuf_fds: per image BO.  *@how says which path did it.
+ * GPU; @dmabuf_fds: per image BO.  *@how says which path did it; the
+ * restore's *@zero_bytes are the bytes SDMA filled with zeros.
  */
 int kfdcr_sdma_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 			 const uint32_t *actual_ids, const int *dmabuf_fds,
@@ -178,6 +180,6 @@ int kfdcr_sdma_img_write(int dirfd, const char *name, struct kfdcr_img_desc *des
 int kfdcr_sdma_img_read(struct kfdcr_img *img, const uint32_t *actual_ids,
 			const int *dmabuf_fds, const struct kfdcr_img_sink *cpu,
 			const struct kfdcr_img_opts *opts, struct kfdcr_img_stats *stats,
-			const char **how, struct kfdcr_err *err);
+			const char **how, uint64_t *zero_bytes, struct kfdcr_err *err);
 
 #endif

@@ -116,7 +116,7 @@ criu_restore() { # PATH DIR [criu options]
 	[ "$(gpu_ids)" != "$old_ids" ]
 	criu_restore sdma "$WORK/img"
 	grep -q 'SDMA copier started' "$LOGP-restore-sdma.log"
-	grep -q 'restored from kfdcr-kfd-[0-9]*; [0-9]* bytes of BO data by SDMA' "$LOGP-restore-sdma.log"
+	grep -q 'restored from kfdcr-kfd-[0-9]*; [0-9]* bytes of BO data, [0-9]* read, by SDMA in' "$LOGP-restore-sdma.log"
 	grep -q 'GPU queues resumed' "$LOGP-restore-sdma.log"
 	got=$(final_result)
 	echo "want $want got $got"
@@ -136,7 +136,7 @@ criu_restore() { # PATH DIR [criu options]
 
 	kfdsim_load 2 44
 	criu_restore cpu "$WORK/img"
-	grep -q 'bytes of BO data by the CPU' "$LOGP-restore-cpu.log"
+	grep -q 'read, by the CPU in' "$LOGP-restore-cpu.log"
 	! grep -q 'SDMA copier started' "$LOGP-restore-cpu.log"
 	got=$(final_result)
 	echo "cpu: want $want got $got"
@@ -145,7 +145,7 @@ criu_restore() { # PATH DIR [criu options]
 	wait_for 30 "! kill -0 $WL_PID"
 	cp "$WORK/wl.at-dump" "$WORK/wl.out"
 	criu_restore sdma "$WORK/img2"
-	grep -q 'bytes of BO data by SDMA' "$LOGP-restore-sdma.log"
+	grep -q 'read, by SDMA in' "$LOGP-restore-sdma.log"
 	wait_for 300 "grep -q '^result: ' $WORK/wl.out"
 	got=$(sed -n 's/^result: //p' "$WORK/wl.out")
 	echo "sdma: want $want got $got"
@@ -189,7 +189,7 @@ criu_restore() { # PATH DIR [criu options]
 	grep -q 'through SDMA failed (.*no SDMA queue on GPU.*); the CPU does it' "$LOGP-dump-auto.log"
 	grep -q 'by the CPU' "$LOGP-dump-auto.log"
 	criu_restore auto "$WORK/img"
-	grep -q 'bytes of BO data by the CPU' "$LOGP-restore-auto.log"
+	grep -q 'read, by the CPU in' "$LOGP-restore-auto.log"
 	got=$(final_result)
 	echo "want $want got $got"
 	[ "$got" = "$want" ]

@@ -142,7 +142,7 @@ load_args() {
 	wait "$RUN_PID" || true
 	RUN_PID=
 	echo 0 >"$PARAMS/chunk_delay_us"
-	run kfd-ckpt restore "$img" --gpus rotate -- kfd-sdma --restore "$img"
+	run kfd-ckpt restore "$img" --gpus rotate -- "$KFD_BIN/kfd-sdma" --restore "$img"
 	echo "$output"
 	[ "$status" = 0 ]
 	[[ $output == *"ok: a queue created before RESUME stays idle"* ]]
