@@ -39,7 +39,7 @@ int criu_get_image_dir(void) __attribute__((weak));
 
 #define SLOT_MIN	(64u << 10)
 #define SLOT_MAX	(8u << 20)
-#define MAX_RELEASES	8
+#define MAX_RELEASES	32
 
 enum kfdcr_data_path kfdcr_data_path(void)
 {
@@ -442,14 +442,9 @@ static void add_op(struct stream *st, uint32_t kind, uint32_t bo, uint64_t bo_of
 						      .stage_off = stage_off, .len = len };
 }
 
-/*
- * Submit the ops gathered, with the releases that are due; its sequence
- * number, or -EREMOTEIO.
- */
-static int64_t stream_submit(struct stream *st)
+/* RELEASE ops for the imports whose last SUBMIT is done. */
+static void add_due_releases(struct stream *st)
 {
-	struct kfdcr_err e;
-	int64_t seq;
 	unsigned int i = 0;
 
 	while (i < st->nrel && st->nops < KFDCR_SDMA_MAX_OPS) {
@@ -462,6 +457,18 @@ static int64_t stream_submit(struct stream *st)
 		st->io->import[st->rel[i].bo] = 0;
 		st->rel[i] = st->rel[--st->nrel];
 	}
+}
+
+/*
+ * Submit the ops gathered, with the releases that are due; its sequence
+ * number, or -EREMOTEIO.
+ */
+static int64_t stream_submit(struct stream *st)
+{
+	struct kfdcr_err e;
+	int64_t seq;
+
+	add_due_releases(st);
 	seq = kfdcr_sdma_submit(st->c, st->ops, st->nops, &e);
 	st->nops = 0;
 	return seq < 0 ? io_fail(st, &e) : seq;
@@ -474,6 +481,32 @@ static int stream_wait(struct stream *st, uint64_t seq)
 	return kfdcr_sdma_wait(st->c, seq, &e) ? io_fail(st, &e) : 0;
 }
 
+static int flush_slot(struct stream *st);
+
+/*
+ * Every release slot is taken: wait until the earliest is due and queue
+ * its RELEASE op.  At restore it may still wait in the slot being packed
+ * (many small BOs in one slot), which is submitted first.
+ */
+static int release_room(struct stream *st)
+{
+	uint64_t due = st->rel[0].seq;
+	int ret;
+
+	for (unsigned int i = 1; i < st->nrel; i++)
+		due = st->rel[i].seq < due ? st->rel[i].seq : due;
+	if (due >= kfdcr_sdma_next(st->c)) {
+		ret = flush_slot(st);
+		if (ret)
+			return ret;
+	}
+	ret = stream_wait(st, due);
+	if (ret)
+		return ret;
+	add_due_releases(st);
+	return 0;
+}
+
 /*
  * The stream moves on from BO @bo: release it once the SUBMIT numbered
  * @seq (its last) is done.
@@ -483,7 +516,7 @@ static int stream_leave(struct stream *st, uint32_t bo, uint64_t seq)
 	int ret;
 
 	if (st->nrel == MAX_RELEASES) {
-		ret = stream_wait(st, st->rel[0].seq);	/* oldest first: make room */
+		ret = release_room(st);
 		if (ret)
 			return ret;
 	}
