@@ -6,7 +6,8 @@
 # GPUs give the uninterrupted result; the CPU path (KFDCR_DATA_PATH=cpu)
 # restores the same image to the same result; a process whose own SDMA
 # queue is mid-stream is checkpointed and restored; with no SDMA queue
-# left, auto falls back to the CPU and sdma fails the dump cleanly.
+# left, auto falls back to the CPU and sdma fails the dump cleanly; the
+# image the CPU wrote then restores through SDMA.
 #
 # Reloads kfdsim with its own GPU counts and seeds; teardown_file puts the
 # test bed's module back.
@@ -102,6 +103,17 @@ criu_restore() { # PATH DIR [criu options]
 		-o "$LOGP-restore-$path.log" "$@"
 }
 
+# Restore DIR through PATH: its log says which path moved the data
+# (MOVED: "by SDMA" or "by the CPU") and the workload ends with $want.
+restore_expect() { # PATH DIR MOVED
+	local got
+	criu_restore "$1" "$2"
+	grep -q "read, $3 in" "$LOGP-restore-$1.log"
+	got=$(final_result)
+	echo "$1: want $want got $got"
+	[ "$got" = "$want" ]
+}
+
 @test "criu sdma: dump and restore onto other GPUs through SDMA give the uninterrupted result" {
 	kfdsim_load 2 41
 	old_ids=$(gpu_ids)
@@ -109,8 +121,8 @@ criu_restore() { # PATH DIR [criu options]
 	start_workload
 	criu_dump sdma "$WORK/img"
 	grep -q 'saved as kfdcr-kfd-[0-9]* by SDMA' "$LOGP-dump-sdma.log"
-	! grep -q 'through SDMA failed' "$LOGP-dump-sdma.log"
-	! kill -0 "$WL_PID" 2>/dev/null
+	! grep -q 'through SDMA failed' "$LOGP-dump-sdma.log" || false
+	wait_for 10 "! kill -0 $WL_PID"
 
 	kfdsim_load 2 42
 	[ "$(gpu_ids)" != "$old_ids" ]
@@ -122,8 +134,8 @@ criu_restore() { # PATH DIR [criu options]
 	echo "want $want got $got"
 	[ "$got" = "$want" ]
 	# the copier and its socket are gone
-	! ls -a "$WORK/img" | grep -q 'kfdcr-copier'
-	! pgrep -f 'criu restore'
+	! ls -a "$WORK/img" | grep -q 'kfdcr-copier' || false
+	! pgrep -f 'criu restore' || false
 }
 
 @test "criu sdma: forcing the CPU path restores the same image to the same result, and SDMA again after it" {
@@ -135,21 +147,12 @@ criu_restore() { # PATH DIR [criu options]
 	cp "$WORK/wl.out" "$WORK/wl.at-dump"	# criu checks the size of open files
 
 	kfdsim_load 2 44
-	criu_restore cpu "$WORK/img"
-	grep -q 'read, by the CPU in' "$LOGP-restore-cpu.log"
-	! grep -q 'SDMA copier started' "$LOGP-restore-cpu.log"
-	got=$(final_result)
-	echo "cpu: want $want got $got"
-	[ "$got" = "$want" ]
+	restore_expect cpu "$WORK/img" 'by the CPU'
+	! grep -q 'SDMA copier started' "$LOGP-restore-cpu.log" || false
 
 	wait_for 30 "! kill -0 $WL_PID"
 	cp "$WORK/wl.at-dump" "$WORK/wl.out"
-	criu_restore sdma "$WORK/img2"
-	grep -q 'read, by SDMA in' "$LOGP-restore-sdma.log"
-	wait_for 300 "grep -q '^result: ' $WORK/wl.out"
-	got=$(sed -n 's/^result: //p' "$WORK/wl.out")
-	echo "sdma: want $want got $got"
-	[ "$got" = "$want" ]
+	restore_expect sdma "$WORK/img2" 'by SDMA'
 }
 
 @test "criu sdma: a process with its own SDMA stream half done is checkpointed and restored onto other GPUs" {
@@ -161,7 +164,7 @@ criu_restore() { # PATH DIR [criu options]
 	WL_PID=$!
 	wait_for 60 "grep -q '^running:' $WORK/wl.out"
 	criu_dump sdma "$WORK/img"
-	! grep -q '^result:' "$WORK/wl.out"
+	! grep -q '^result:' "$WORK/wl.out" || false
 	echo 0 >/sys/module/kfdsim/parameters/chunk_delay_us
 	kfdsim_load 2 46
 	criu_restore sdma "$WORK/img"
@@ -170,7 +173,7 @@ criu_restore() { # PATH DIR [criu options]
 	[ "$got" = "$want" ]
 }
 
-@test "criu sdma: with every SDMA queue taken, auto falls back to the CPU; sdma fails the dump and the process runs on" {
+@test "criu sdma: with every SDMA queue taken, auto falls back to the CPU; sdma fails the dump and the process runs on; SDMA restores the CPU-written image" {
 	kfdsim_load 2 47
 	want=$(expected_result)
 	"$KFD_BIN/kfd-sdma" hold >"$WORK/hold.out" 2>&1 &
@@ -183,14 +186,20 @@ criu_restore() { # PATH DIR [criu options]
 	grep -q 'no SDMA queue on GPU' "$LOGP-dump-sdma.log"
 	kill -0 "$WL_PID"
 	grep -q 'queues of pid .* resumed (UNPAUSE)' "$LOGP-dump-sdma.log"
-	! ls "$WORK/img" | grep -q '^kfdcr-kfd-'
+	! ls "$WORK/img" | grep -q '^kfdcr-kfd-' || false
 
 	criu_dump auto "$WORK/img"
 	grep -q 'through SDMA failed (.*no SDMA queue on GPU.*); the CPU does it' "$LOGP-dump-auto.log"
-	grep -q 'by the CPU' "$LOGP-dump-auto.log"
-	criu_restore auto "$WORK/img"
-	grep -q 'read, by the CPU in' "$LOGP-restore-auto.log"
-	got=$(final_result)
-	echo "want $want got $got"
-	[ "$got" = "$want" ]
+	grep -q 'saved as kfdcr-kfd-[0-9]* by the CPU' "$LOGP-dump-auto.log"
+	cp -a "$WORK/img" "$WORK/img2"
+	cp "$WORK/wl.out" "$WORK/wl.at-dump"
+	restore_expect auto "$WORK/img" 'by the CPU'
+
+	# the image the CPU wrote, restored through SDMA once queues are free
+	wait_for 30 "! kill -0 $WL_PID"
+	kill "$HOLD_PID"
+	wait "$HOLD_PID" || true
+	HOLD_PID=
+	cp "$WORK/wl.at-dump" "$WORK/wl.out"
+	restore_expect sdma "$WORK/img2" 'by SDMA'
 }
