@@ -325,6 +325,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	char sock[PATH_MAX], dir[PATH_MAX];
 	uint32_t job = 0, step = 0, gtid = 0;
 	int sv[2], own_ns;
+	sigset_t held, task_mask;
 	pid_t child;
 
 	(void)ac;
@@ -359,6 +360,16 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		slurm_error(PFX "socketpair: %m");
 		return -1;
 	}
+	/*
+	 * A checkpoint request may reach a step that is still launching (a
+	 * periodic checkpoint or a vacate while srun starts a step): held
+	 * until the helper reads it, it cannot kill this process before the
+	 * exec.  C gets the mask back for the task.
+	 */
+	sigemptyset(&held);
+	sigaddset(&held, site.request_signal);
+	sigaddset(&held, opts.signal ? opts.signal : site.signal);
+	sigprocmask(SIG_BLOCK, &held, &task_mask);
 	own_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (own_ns < 0 || unshare(CLONE_NEWPID)) {
 		slurm_error(PFX "cannot create the task's PID namespace: %m");
@@ -370,6 +381,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		return -1;
 	}
 	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &task_mask, NULL);
 		close(sv[0]);
 		close(own_ns);
 		return start_init(sv[1], sock, dir);
