@@ -32,7 +32,7 @@ teardown() {
 # jobs that see several checkpoints and requeues (the checkpoints freeze
 # them for seconds each in this emulated VM).
 ARGS="--gpus 1 --iterations 2000 --seed 7 --progress 100"
-LONG="--gpus 1 --iterations 6000 --seed 7 --progress 300"
+LONG="--gpus 1 --vram-mb 3 --iterations 10000 --seed 7 --progress 300"
 
 @test "spank: bad option values are refused at submission, naming the option" {
 	run ! as_alice sbatch --checkpoint-keep=0 --wrap true
