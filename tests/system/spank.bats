@@ -123,6 +123,8 @@ EOF2
 }
 
 @test "spank: a 2-node multi-step job: finished steps are not run again, the running GPU step (one task per node) is restored on other nodes, the multi-task step after it runs; output of an uninterrupted run" {
+	# long enough that neither task of the GPU step ends before the preemption
+	ARGS=$LONG
 	want=$("$WL" --cpu $ARGS | tail -n 1)
 	cat >"$HOME_A/$T/job.sh" <<EOF2
 #!/bin/bash
