@@ -135,8 +135,8 @@ EOF2
 	chown alice "$HOME_A/$T/job.sh"
 	job=$(submit_as alice --checkpoint -N2 --ntasks-per-node=2 --gres=gpu:1 -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
 	# both tasks of the GPU step running (one can start seconds after the other)
-	wait_file 180 "$HOME_A/$T/job.out" '^0: kfd-workload: iteration 200/'
-	wait_file 60 "$HOME_A/$T/job.out" '^1: kfd-workload: iteration 200/'
+	wait_file 180 "$HOME_A/$T/job.out" '^0: kfd-workload: iteration 300/'
+	wait_file 60 "$HOME_A/$T/job.out" '^1: kfd-workload: iteration 300/'
 	first=$(job_nodes "$job" | tr '\n' ' ')
 	high=$(preempt_node "$(job_nodes "$job" | head -n 1)")
 	wait_restarts "$job" 1 240
