@@ -34,10 +34,12 @@ struct helper {
 	int ckpt_signal;
 	unsigned int keep;
 
+	unsigned int run;		/* R: slurmstepd's restart count (--restart) */
+	bool have_run;
+	char node[64];			/* this host */
+	char cluster[64];		/* slurmctld's ClusterName */
+
 	/* from the task's HELLO */
-	unsigned int run;		/* R: SLURM_RESTART_COUNT */
-	char node[64];
-	char cluster[64];
 	int stdio[3];			/* the task's fds 0..2 */
 	char keys[3][PATH_MAX];		/* their criu file keys, "" none */
 
@@ -114,6 +116,7 @@ struct step_view {
 };
 
 int hslurm_init(void);
+void hslurm_cluster(char *buf, size_t len);
 int hslurm_job(uint32_t job, struct job_view *v);
 int hslurm_steps(uint32_t job, struct step_view **steps, unsigned int *n);
 int hslurm_signal_steps(uint32_t job, int sig);

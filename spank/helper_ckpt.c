@@ -205,28 +205,45 @@ int visible_gpus(char *ids, size_t idlen, char *render, size_t rlen, unsigned in
 
 /* ---- storage ---- */
 
+/*
+ * JOB: the folder's identity.  An existing one must name this job, user
+ * and cluster, and a job's first run (restart count 0) must not find one
+ * at all: that is an earlier job with the same id (ids wrap).  Slurm gives
+ * no identity that survives a requeue but the id (a requeue resets the
+ * submit time), hence the first-run rule.  The user is granted read
+ * access only after these checks.
+ */
 static int write_job_file(struct helper *h, struct kfdcr_err *err)
 {
-	char buf[512], *text = NULL, v[64];
+	char buf[512], *text = NULL, v[64], c[64];
 	int ret;
 
 	ret = kfdcr_read_small(h->jobfd, "JOB", &text, 4096, NULL);
 	if (!ret) {
 		bool ok = kfdcr_kv_get(text, "job", v, sizeof(v)) && strtoul(v, NULL, 10) == h->job &&
 			  kfdcr_kv_get(text, "uid", v, sizeof(v)) && strtoul(v, NULL, 10) == h->uid;
+		bool same_cluster = kfdcr_kv_get(text, "cluster", c, sizeof(c)) && !strcmp(c, h->cluster);
 
 		free(text);
 		if (!ok)
 			return kfdcr_errf(err, "%s/%u/JOB names another job or user: refused", h->root, h->job);
-		return 0;
+		if (!same_cluster)
+			return kfdcr_errf(err, "%s/%u/JOB belongs to cluster '%s', not '%s': refused", h->root, h->job,
+					  c, h->cluster);
+		if (h->batch && h->run == 0)
+			return kfdcr_errf(err, "%s/%u holds an earlier job %u's checkpoints (job ids wrap) and this "
+					  "is the job's first run: refused; an administrator removes it with kfdcr prune "
+					  "--finished", h->root, h->job, h->job);
+		return kfdcr_grant_read(h->jobfd, h->uid, h->gid, err);
 	}
 	if (!h->batch)
-		return 0;
+		return kfdcr_errf(err, "%s/%u has no JOB record yet: refused", h->root, h->job);
 	snprintf(buf, sizeof(buf), "job %u\nuid %u\ngid %u\ncluster %s\nsignal %d\nrequest_signal %d\n"
 		 "created %llu\n", h->job, (unsigned int)h->uid, (unsigned int)h->gid,
 		 h->cluster[0] ? h->cluster : "-", h->ckpt_signal, h->site.request_signal,
 		 (unsigned long long)kfdcr_now_ms());
-	return kfdcr_write_atomic(h->jobfd, "JOB", buf, strlen(buf), err);
+	ret = kfdcr_write_atomic(h->jobfd, "JOB", buf, strlen(buf), err);
+	return ret ? ret : kfdcr_grant_read(h->jobfd, h->uid, h->gid, err);
 }
 
 int ckpt_open_storage(struct helper *h, struct kfdcr_err *err)

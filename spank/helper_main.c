@@ -109,7 +109,7 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 		{ "job", 1, NULL, 'j' }, { "step", 1, NULL, 's' }, { "task", 1, NULL, 't' },
 		{ "local", 1, NULL, 'l' }, { "ntasks", 1, NULL, 'n' }, { "nnodes", 1, NULL, 'N' },
 		{ "nodeid", 1, NULL, 'i' }, { "uid", 1, NULL, 'u' }, { "gid", 1, NULL, 'g' },
-		{ "child", 1, NULL, 'c' }, { "handshake", 1, NULL, 'H' }, { "argv", 1, NULL, 'a' },
+		{ "restart", 1, NULL, 'r' }, { "child", 1, NULL, 'c' }, { "handshake", 1, NULL, 'H' }, { "argv", 1, NULL, 'a' },
 		{ "site", 1, NULL, 'S' }, { "opt", 1, NULL, 'O' }, { NULL, 0, NULL, 0 },
 	};
 	char *opt_args[16];
@@ -149,6 +149,7 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 		case 'i': h->nodeid = v; break;
 		case 'u': h->uid = v; break;
 		case 'g': h->gid = v; break;
+		case 'r': h->run = v; h->have_run = true; break;
 		case 'c': h->init = (pid_t)v; break;
 		case 'H': h->hs = (int)v; break;
 		}
@@ -167,8 +168,8 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 				  eq + 1 : NULL, err))
 			return -1;
 	}
-	if (!h->job || h->init <= 0 || h->hs < 0)
-		return kfdcr_errf(err, "--job, --child and --handshake are needed");
+	if (!h->job || h->init <= 0 || h->hs < 0 || !h->have_run)
+		return kfdcr_errf(err, "--job, --restart, --child and --handshake are needed");
 	h->ckpt_signal = h->opts.signal ? h->opts.signal : h->site.signal;
 	h->keep = h->opts.keep ? h->opts.keep : h->site.keep;
 	h->index = h->batch ? KFDCR_STEP_BATCH : (long)h->slurm_step;
@@ -214,9 +215,18 @@ static int file_key(int fd, char *key, size_t len)
 	return 0;
 }
 
+/* This host's name without its domain: Slurm's node name in the usual setup. */
+static void node_name(char *buf, size_t len)
+{
+	if (gethostname(buf, len))
+		snprintf(buf, len, "-");
+	buf[len - 1] = '\0';
+	buf[strcspn(buf, ".")] = '\0';
+}
+
 static int receive_hello(struct helper *h, struct kfdcr_err *err)
 {
-	char buf[8192], val[256];
+	char buf[8192];
 	struct msghdr mh = { 0 };
 	struct iovec iov = { buf, sizeof(buf) - 1 };
 	union {
@@ -244,23 +254,12 @@ static int receive_hello(struct helper *h, struct kfdcr_err *err)
 	memcpy(h->stdio, CMSG_DATA(c), sizeof(h->stdio));
 	for (int i = 0; i < 3; i++)
 		file_key(h->stdio[i], h->keys[i], sizeof(h->keys[i]));
-	/* "KEY=VALUE" lines */
-	for (char *line = strtok(buf + 6, "\n"); line; line = strtok(NULL, "\n")) {
-		char *eq = strchr(line, '=');
-
-		if (!eq)
-			continue;
-		*eq = '\0';
-		snprintf(val, sizeof(val), "%s", eq + 1);
-		if (!strcmp(line, "SLURM_RESTART_COUNT"))
-			h->run = (unsigned int)strtoul(val, NULL, 10);
-		else if (!strcmp(line, "SLURMD_NODENAME"))
-			snprintf(h->node, sizeof(h->node), "%.63s", val);
-		else if (!strcmp(line, "SLURM_CLUSTER_NAME"))
-			snprintf(h->cluster, sizeof(h->cluster), "%.63s", val);
-	}
-	if (!h->node[0])
-		gethostname(h->node, sizeof(h->node));
+	/*
+	 * The task's environment is the user's: nothing in it is trusted.  The
+	 * restart count comes from slurmstepd (--restart), the cluster from
+	 * slurmctld, the node name from this host.
+	 */
+	node_name(h->node, sizeof(h->node));
 	return 0;
 }
 
@@ -704,6 +703,7 @@ int main(int argc, char **argv)
 	if (join_my_cgroup(h, h->init) || (h->child > 0 && join_my_cgroup(h, h->child)))
 		hlog(h, "warning: the task is not in the task's cgroup");
 	hslurm_init();
+	hslurm_cluster(h->cluster, sizeof(h->cluster));
 	if (listen_socket(h, &err) || ckpt_open_storage(h, &err))
 		fail(h, err.msg);
 

@@ -839,12 +839,15 @@ int kfdcr_grant_read(int dirfd, uid_t uid, gid_t gid, struct kfdcr_err *err)
 int kfdcr_jobdir_open(int rootfd, uint32_t jobid, uid_t uid, gid_t gid, bool create,
 		      struct kfdcr_err *err)
 {
+	bool created = false;
 	char name[16];
 	struct stat st;
 	int fd, ret;
 
 	snprintf(name, sizeof(name), "%u", jobid);
-	if (create && mkdirat(rootfd, name, 0700) && errno != EEXIST)
+	if (create && mkdirat(rootfd, name, 0700) == 0)
+		created = true;
+	else if (create && errno != EEXIST)
 		return kfdcr_errf(err, "cannot create the job folder %s: %s", name, strerror(errno)), -errno;
 	fd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
@@ -858,7 +861,12 @@ int kfdcr_jobdir_open(int rootfd, uint32_t jobid, uid_t uid, gid_t gid, bool cre
 		return kfdcr_errf(err, "job folder %s is not owned by root (uid %u): refused, kfdcr "
 				  "creates it itself", name, (unsigned int)st.st_uid), -EPERM;
 	}
-	if (create) {
+	/*
+	 * Only a folder made just now is granted here: an existing one may be
+	 * another job's (job ids wrap, clusters share file systems), and is
+	 * granted by the caller once its JOB record names this job and user.
+	 */
+	if (created) {
 		ret = kfdcr_grant_read(fd, uid, gid, err);
 		if (ret) {
 			close(fd);
