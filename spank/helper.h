@@ -88,6 +88,8 @@ void hinfo(struct helper *h, const char *fmt, ...);
 /* Wait up to @ms for a signal other than @until; handle it. */
 void helper_poll_signals(struct helper *h, int ms);
 void journal_exit(struct helper *h, int wstatus);
+/* The ended task's wait status, as the helper will exit with it. */
+int helper_task_status(struct helper *h);
 
 /* helper_ckpt.c */
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err);

@@ -69,6 +69,7 @@ static int task_dir(int dirfd, long step, uint32_t task)
 		return sfd;
 	snprintf(name, sizeof(name), "task.%u", task);
 	tfd = mkdir_open(sfd, name, 0755);
+	fsync(sfd);	/* the task folder's name, before anything commits it */
 	close(sfd);
 	return tfd;
 }
@@ -578,10 +579,11 @@ static int serve_request(struct helper *h, enum helper_op unused)
 	if (h->init <= 0) {
 		struct kfdcr_task_rec t;
 
+		/* it ended (SIGCHLD came with the request): an exited task, not a failure */
 		fill_task_rec(h, &t);
-		t.state = KFDCR_TASK_FAILED;
-		snprintf(t.error, sizeof(t.error), "step %ld task %u on %s has no running task", h->index,
-			 h->task, h->node);
+		t.state = KFDCR_TASK_EXITED;
+		t.wstatus = helper_task_status(h);
+		hlog(h, "request %s: the task has ended (wait status %#x)", id, t.wstatus);
 		kfdcr_task_write(tfd, &t, &err);
 		kfdcr_task_free(&t);
 	} else {
@@ -707,7 +709,7 @@ struct commit_info {
 static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_err *err)
 {
 	struct kfdcr_manifest m = { 0 };
-	char name[16], nodes[512];
+	char name[16], raw[512], nodes[1024];
 	int ckfd, seq, ret;
 
 	ckfd = openat(h->jobfd, ci->tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -739,16 +741,23 @@ static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_e
 		if (renameat(h->jobfd, ci->tmpname, h->jobfd, name))
 			ret = kfdcr_errf(err, "rename %s: %s", ci->tmpname, strerror(errno));
 	}
-	if (!ret) {
-		fsync(h->jobfd);
+	if (!ret && fsync(h->jobfd))
+		ret = kfdcr_errf(err, "%s/%u: fsync: %s", h->root, h->job, strerror(errno));
+	if (!ret)
 		ret = kfdcr_latest_write(h->jobfd, (unsigned int)seq, err);
-	}
 	if (ret) {
 		kfdcr_manifest_free(&m);
 		return -1;
 	}
-	kfdcr_prune(h->jobfd, h->keep, (unsigned int)seq);
-	kfdcr_manifest_nodes(&m, nodes, sizeof(nodes));
+	/*
+	 * Only once LATEST and the folder are on disk (kfdcr_latest_write
+	 * syncs both); never the checkpoint this run restored from: a step
+	 * that was running at that checkpoint may still be restored from it.
+	 */
+	if (fsync(h->jobfd) == 0)
+		kfdcr_prune_protect(h->jobfd, h->keep, (unsigned int)seq, h->restored_from);
+	kfdcr_manifest_nodes(&m, raw, sizeof(raw));
+	kfdcr_json_escape(raw, nodes, sizeof(nodes));
 	log_event(h, "{\"time\":%llu,\"event\":\"checkpoint\",\"ok\":true,\"seq\":%d,\"op\":\"%s\",\"run\":%u,"
 		  "\"batch\":\"%s\",\"duration_ms\":%llu,\"bytes\":%llu,\"tasks\":%u,\"files\":%u,"
 		  "\"nodes\":\"%s\"}", (unsigned long long)(kfdcr_now_ms() / 1000), seq, ci->op, ci->run,
@@ -1214,7 +1223,7 @@ int ckpt_job_start(struct helper *h)
 {
 	struct kfdcr_err err = { "" };
 	unsigned int *seqs = NULL, n = 0, latest = 0, bad = 0;
-	char run[512];
+	char run[512], node[400];
 	const char *mode;
 
 	finish_vacates(h);
@@ -1256,9 +1265,10 @@ int ckpt_job_start(struct helper *h)
 		hsay(h, "%s", err.msg);
 		return -1;
 	}
+	kfdcr_json_escape(h->node, node, sizeof(node));
 	log_event(h, "{\"time\":%llu,\"event\":\"start\",\"run\":%u,\"mode\":\"%s\",\"restored_from\":%u,"
 		  "\"node\":\"%s\"}", (unsigned long long)(kfdcr_now_ms() / 1000), h->run, mode, h->restored_from,
-		  h->node);
+		  node);
 	if (h->restored_from)
 		hinfo(h, "job %u run %u: restoring from checkpoint %u (%s)", h->job, h->run, h->restored_from,
 		      mode);

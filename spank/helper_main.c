@@ -321,6 +321,9 @@ static int join_my_cgroup(struct helper *h, pid_t pid)
 static int listen_socket(struct helper *h, struct kfdcr_err *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int ret;
 
 	if (h->batch)
 		snprintf(h->sock_path, sizeof(h->sock_path), "%.3900s/%u.batch.%u.sock", h->site.rundir,
@@ -331,16 +334,21 @@ static int listen_socket(struct helper *h, struct kfdcr_err *err)
 	snprintf(h->init_dir, sizeof(h->init_dir), "%.*s.d", (int)(strlen(h->sock_path) - 5),
 		 h->sock_path);
 	mkdir(h->site.rundir, 0755);
+	if (lstat(h->site.rundir, &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022))
+		return kfdcr_errf(err, "%s must be a folder owned by root and writable by root only: refused",
+				  h->site.rundir);
 	mkdir(h->init_dir, 0700);
 	if (strlen(h->sock_path) >= sizeof(sa.sun_path))
 		return kfdcr_errf(err, "%s: path too long for a socket", h->sock_path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->sock_path);
 	h->lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	unlink(h->sock_path);
-	if (h->lsock < 0 || bind(h->lsock, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(h->lsock, 8))
+	/* the socket is made 0600: no window in which others could connect */
+	old = umask(0177);
+	ret = h->lsock < 0 || bind(h->lsock, (struct sockaddr *)&sa, sizeof(sa)) || listen(h->lsock, 8);
+	umask(old);
+	if (ret)
 		return kfdcr_errf(err, "%s: %s", h->sock_path, strerror(errno));
-	chmod(h->sock_path, 0600);
 	return 0;
 }
 
@@ -436,13 +444,20 @@ static __attribute__((noreturn)) void exit_like(int ws)
 	_exit(WIFEXITED(ws) ? WEXITSTATUS(ws) : 1);
 }
 
-static __attribute__((noreturn)) void finish(struct helper *h)
+int helper_task_status(struct helper *h)
 {
 	int ws = h->have_status ? h->wstatus : init_status;
 
 	/* an init that could not report exits 128 + signal */
 	if (!h->have_status && WIFEXITED(ws) && WEXITSTATUS(ws) > 128 && WEXITSTATUS(ws) < 128 + 65)
 		ws = WEXITSTATUS(ws) - 128;
+	return ws;
+}
+
+static __attribute__((noreturn)) void finish(struct helper *h)
+{
+	int ws = helper_task_status(h);
+
 	journal_exit(h, ws);
 	hlog(h, "exit with wait status %#x", ws);
 	cleanup(h);

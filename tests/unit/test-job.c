@@ -349,6 +349,15 @@ static void test_latest_and_prune(void **state)
 	assert_int_equal(seqs[2], 5);
 	free(seqs);
 	assert_int_equal(faccessat(e->fd, ".tmp.0.1", F_OK, 0), 0);
+	/* the checkpoint the run restored from (1 of 1, 3, 4, 5) survives a prune to 1 */
+	assert_int_equal(mkdirat(e->fd, "1", 0755), 0);
+	assert_int_equal(kfdcr_prune_protect(e->fd, 1, 4, 1), 0);
+	assert_int_equal(kfdcr_list_seqs(e->fd, &seqs, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(seqs[0], 1);
+	assert_int_equal(seqs[1], 4);
+	assert_int_equal(seqs[2], 5);
+	free(seqs);
 }
 
 static void test_kv(void **state)
