@@ -34,8 +34,7 @@ struct helper {
 	int ckpt_signal;
 	unsigned int keep;
 
-	unsigned int run;		/* R: slurmstepd's restart count (--restart) */
-	bool have_run;
+	unsigned int run;		/* R: slurmctld's restart count of the job */
 	char node[64];			/* this host */
 	char cluster[64];		/* slurmctld's ClusterName */
 

@@ -109,7 +109,7 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 		{ "job", 1, NULL, 'j' }, { "step", 1, NULL, 's' }, { "task", 1, NULL, 't' },
 		{ "local", 1, NULL, 'l' }, { "ntasks", 1, NULL, 'n' }, { "nnodes", 1, NULL, 'N' },
 		{ "nodeid", 1, NULL, 'i' }, { "uid", 1, NULL, 'u' }, { "gid", 1, NULL, 'g' },
-		{ "restart", 1, NULL, 'r' }, { "child", 1, NULL, 'c' }, { "handshake", 1, NULL, 'H' }, { "argv", 1, NULL, 'a' },
+		{ "child", 1, NULL, 'c' }, { "handshake", 1, NULL, 'H' }, { "argv", 1, NULL, 'a' },
 		{ "site", 1, NULL, 'S' }, { "opt", 1, NULL, 'O' }, { NULL, 0, NULL, 0 },
 	};
 	char *opt_args[16];
@@ -149,7 +149,6 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 		case 'i': h->nodeid = v; break;
 		case 'u': h->uid = v; break;
 		case 'g': h->gid = v; break;
-		case 'r': h->run = v; h->have_run = true; break;
 		case 'c': h->init = (pid_t)v; break;
 		case 'H': h->hs = (int)v; break;
 		}
@@ -168,8 +167,8 @@ static int parse_args(struct helper *h, int argc, char **argv, struct kfdcr_err 
 				  eq + 1 : NULL, err))
 			return -1;
 	}
-	if (!h->job || h->init <= 0 || h->hs < 0 || !h->have_run)
-		return kfdcr_errf(err, "--job, --restart, --child and --handshake are needed");
+	if (!h->job || h->init <= 0 || h->hs < 0)
+		return kfdcr_errf(err, "--job, --child and --handshake are needed");
 	h->ckpt_signal = h->opts.signal ? h->opts.signal : h->site.signal;
 	h->keep = h->opts.keep ? h->opts.keep : h->site.keep;
 	h->index = h->batch ? KFDCR_STEP_BATCH : (long)h->slurm_step;
@@ -256,10 +255,32 @@ static int receive_hello(struct helper *h, struct kfdcr_err *err)
 		file_key(h->stdio[i], h->keys[i], sizeof(h->keys[i]));
 	/*
 	 * The task's environment is the user's: nothing in it is trusted.  The
-	 * restart count comes from slurmstepd (--restart), the cluster from
-	 * slurmctld, the node name from this host.
+	 * restart count and the cluster come from slurmctld, the node name
+	 * from this host.
 	 */
 	node_name(h->node, sizeof(h->node));
+	return 0;
+}
+
+/*
+ * R, the run: slurmctld's restart count of the job.  Not the task's
+ * SLURM_RESTART_COUNT (the user's environment), nor the SPANK item
+ * S_SLURM_RESTART_COUNT (slurmstepd never sets it on 22.05: always 0).
+ */
+static int job_run(struct helper *h, struct kfdcr_err *err)
+{
+	struct job_view v;
+	int ret = -1;
+
+	for (int i = 0; i < 5 && ret; i++) {
+		ret = hslurm_job(h->job, &v);
+		if (ret)
+			usleep(500 * 1000);
+	}
+	if (ret)
+		return kfdcr_errf(err, "cannot learn job %u's restart count from slurmctld: %s", h->job,
+				  hslurm_strerror(-ret));
+	h->run = v.restart_cnt;
 	return 0;
 }
 
@@ -719,6 +740,8 @@ int main(int argc, char **argv)
 		hlog(h, "warning: the task is not in the task's cgroup");
 	hslurm_init();
 	hslurm_cluster(h->cluster, sizeof(h->cluster));
+	if (job_run(h, &err))
+		fail(h, err.msg);
 	if (listen_socket(h, &err) || ckpt_open_storage(h, &err))
 		fail(h, err.msg);
 

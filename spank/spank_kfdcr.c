@@ -174,7 +174,7 @@ static void add_arg(char **argv, int *n, int max, const char *fmt, ...)
 /* Close every fd but the handshake, point stdio at /dev/null, exec the helper. */
 static void exec_helper(spank_t sp, int fd, pid_t child)
 {
-	uint32_t job = 0, step = 0, gtid = 0, ntasks = 0, nnodes = 0, nodeid = 0, restart = 0;
+	uint32_t job = 0, step = 0, gtid = 0, ntasks = 0, nnodes = 0, nodeid = 0;
 	char *argv[64], *hex, **jargv = NULL;
 	char *envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL, NULL };
 	int n = 0, local = 0, jargc = 0, nul;
@@ -191,8 +191,6 @@ static void exec_helper(spank_t sp, int fd, pid_t child)
 	spank_get_item(sp, S_JOB_UID, &uid);
 	spank_get_item(sp, S_JOB_GID, &gid);
 	spank_get_item(sp, S_JOB_ARGV, &jargc, &jargv);
-	/* slurmstepd's own count, not SLURM_RESTART_COUNT of the user's environment */
-	spank_get_item(sp, S_SLURM_RESTART_COUNT, &restart);
 	hex = malloc(8192);
 	if (hex)
 		kfdcr_argv_hex(jargv, jargc, hex, 8192);
@@ -212,7 +210,6 @@ static void exec_helper(spank_t sp, int fd, pid_t child)
 	add_arg(argv, &n, 64, "--nodeid=%u", nodeid);
 	add_arg(argv, &n, 64, "--uid=%u", (unsigned int)uid);
 	add_arg(argv, &n, 64, "--gid=%u", (unsigned int)gid);
-	add_arg(argv, &n, 64, "--restart=%u", restart);
 	add_arg(argv, &n, 64, "--child=%d", (int)child);
 	add_arg(argv, &n, 64, "--handshake=%d", fd);
 	add_arg(argv, &n, 64, "--argv=%s", hex ? hex : "");
