@@ -901,7 +901,13 @@ static int proc_walk(pid_t pid, bool is_init, uid_t uid, gid_t gid, int depth, s
 	if (depth > 64)
 		return kfdcr_errf(err, "process tree deeper than 64");
 	snprintf(dir, sizeof(dir), "/proc/%d", (int)pid);
-	if (!is_init && stat(dir, &st) == 0 && st.st_uid != uid) {
+	/*
+	 * The kernel gives a non-dumpable process's /proc entries to root,
+	 * except the /proc/<pid> folder itself (world-readable folders keep
+	 * the effective uid): look at its fd folder.
+	 */
+	snprintf(path, sizeof(path), "%s/fd", dir);
+	if (!is_init && stat(path, &st) == 0 && st.st_uid != uid) {
 		snprintf(path, sizeof(path), "%s/comm", dir);
 		FILE *f = fopen(path, "re");
 

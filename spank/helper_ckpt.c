@@ -228,7 +228,7 @@ static int write_job_file(struct helper *h, struct kfdcr_err *err)
 		free(text);
 		if (!ok)
 			return kfdcr_errf(err, "%s/%u/JOB names another job or user: refused", h->root, h->job);
-		if (!same_cluster)
+		if (h->batch && !same_cluster)
 			return kfdcr_errf(err, "%s/%u/JOB belongs to cluster '%s', not '%s': refused", h->root, h->job,
 					  c, h->cluster);
 		if (h->batch && h->run == 0)

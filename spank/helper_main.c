@@ -739,7 +739,8 @@ int main(int argc, char **argv)
 	if (join_my_cgroup(h, h->init) || (h->child > 0 && join_my_cgroup(h, h->child)))
 		hlog(h, "warning: the task is not in the task's cgroup");
 	hslurm_init();
-	hslurm_cluster(h->cluster, sizeof(h->cluster));
+	if (h->batch)	/* JOB's cluster is checked at job start, not per step task */
+		hslurm_cluster(h->cluster, sizeof(h->cluster));
 	if (job_run(h, &err))
 		fail(h, err.msg);
 	if (listen_socket(h, &err) || ckpt_open_storage(h, &err))

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -474,6 +476,53 @@ static void test_creds_proc(void **state)
 	waitpid(child, NULL, 0);
 }
 
+/* A process of the job's own uid that made itself non-dumpable. */
+static void test_creds_proc_undumpable(void **state)
+{
+	struct kfdcr_err err = { "" };
+	uid_t nobody = 65534;
+	int p[2], q[2];
+	pid_t child;
+	char c;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(pipe(q), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		close(p[1]);
+		close(q[0]);
+		if (setgroups(0, NULL) || setresgid(nobody, nobody, nobody) || setresuid(nobody, nobody, nobody))
+			_exit(1);
+		/* a change of uid makes a process non-dumpable; an exec (as a job's task) does not */
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+		if (write(q[1], "d", 1) != 1)	/* dumpable */
+			_exit(1);
+		if (read(p[0], &c, 1) != 1)
+			_exit(1);
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		if (write(q[1], "u", 1) != 1)	/* not any more */
+			_exit(1);
+		if (read(p[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(p[0]);
+	close(q[1]);
+	assert_int_equal(read(q[0], &c, 1), 1);
+	assert_int_equal(kfdcr_proc_check_creds(getpid(), nobody, nobody, &err), 0);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(read(q[0], &c, 1), 1);
+	assert_int_equal(kfdcr_proc_check_creds(getpid(), nobody, nobody, &err), -1);
+	assert_non_null(strstr(err.msg, "is not dumpable"));
+	close(p[1]);
+	close(q[0]);
+	waitpid(child, NULL, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -483,6 +532,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_as_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creds_images, setup, teardown),
 		cmocka_unit_test(test_creds_proc),
+		cmocka_unit_test(test_creds_proc_undumpable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
