@@ -2,10 +2,10 @@
 /*
  * DOC: kfdcr - the command-line front end
  *
- * `kfdcr <group> <command> ...`.  Groups so far: `image` (show, verify, map)
- * and `topology` (show).  The Slurm work adds its own groups (checkpoint,
- * status, ...) to the table at the bottom; each group is one function
- * taking the arguments after its name.
+ * `kfdcr <command> ...`: the job commands (status, checkpoint, requeue,
+ * list, verify, prune; kfdcr_jobcmd.c) and the groups `image` (show,
+ * verify, map) and `topology` (show).  Each is one function taking the
+ * arguments after its name, listed in the table at the bottom.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,12 +25,10 @@
 #include "lib/kfdcr_image.h"
 #include "lib/kfdcr_topology.h"
 
-#define EXIT_USAGE	2
-
-enum log_level { LOG_ERR, LOG_WRN, LOG_INF };
+#include "kfdcr_cli.h"
 
 __attribute__((format(printf, 2, 3)))
-static void log_printf(enum log_level lvl, const char *fmt, ...)
+void log_printf(enum log_level lvl, const char *fmt, ...)
 {
 	static const char *const prefix[] = { "error: ", "warning: ", "" };
 	va_list ap;
@@ -41,11 +39,7 @@ static void log_printf(enum log_level lvl, const char *fmt, ...)
 	va_end(ap);
 }
 
-#define ERR(...) log_printf(LOG_ERR, __VA_ARGS__)
-#define WRN(...) log_printf(LOG_WRN, __VA_ARGS__)
-#define INF(...) log_printf(LOG_INF, __VA_ARGS__)
-
-static const char *human(uint64_t bytes, char *buf, size_t len)
+const char *human(uint64_t bytes, char *buf, size_t len)
 {
 	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
 	double v = bytes;
@@ -60,6 +54,48 @@ static const char *human(uint64_t bytes, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%.1f %s", v, unit[u]);
 	return buf;
+}
+
+/*
+ * getopt_long over @specs (flags set a bool, others store their argument)
+ * plus --help; then between @min and @max operands.  Returns the index of
+ * the first operand, or -1 with the exit status in *@rc (0 after --help).
+ */
+int parse_opts(int argc, char **argv, const struct opt_spec *specs, void (*usage)(FILE *),
+	       int min, int max, int *rc)
+{
+	struct option lo[32];
+	int n = 0, c;
+
+	for (; specs[n].name && n < 30; n++) {
+		lo[n] = (struct option){ specs[n].name, specs[n].value ? required_argument : no_argument,
+					 NULL, 256 + n };
+	}
+	lo[n++] = (struct option){ "help", no_argument, NULL, 'h' };
+	lo[n] = (struct option){ NULL, 0, NULL, 0 };
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c == 'h') {
+			usage(stdout);
+			*rc = 0;
+			return -1;
+		}
+		if (c < 256) {
+			usage(stderr);
+			*rc = EXIT_USAGE;
+			return -1;
+		}
+		if (specs[c - 256].value)
+			*specs[c - 256].value = optarg;
+		else
+			*specs[c - 256].flag = true;
+	}
+	if (argc - optind < min || (max >= 0 && argc - optind > max)) {
+		usage(stderr);
+		*rc = EXIT_USAGE;
+		return -1;
+	}
+	return optind;
 }
 
 static void bo_flags(uint32_t f, char *buf, size_t len)
@@ -282,36 +318,13 @@ static void usage_image(FILE *f)
 
 static int cmd_image_show(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "bos", no_argument, NULL, 'b' },
-		{ "topology", no_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	bool bos = false, topo = false;
-	int c, rc = 0;
+	const struct opt_spec specs[] = { { "bos", &bos, NULL }, { "topology", &topo, NULL }, { NULL } };
+	int rc = 0, first = parse_opts(argc, argv, specs, usage_image, 1, -1, &rc);
 
-	while ((c = getopt_long(argc, argv, "bth", opts, NULL)) != -1) {
-		switch (c) {
-		case 'b':
-			bos = true;
-			break;
-		case 't':
-			topo = true;
-			break;
-		case 'h':
-			usage_image(stdout);
-			return 0;
-		default:
-			usage_image(stderr);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		usage_image(stderr);
-		return EXIT_USAGE;
-	}
-	for (int a = optind; a < argc; a++) {
+	if (first < 0)
+		return rc;
+	for (int a = first; a < argc; a++) {
 		struct image_list l;
 
 		if (find_images(argv[a], &l)) {
@@ -327,39 +340,23 @@ static int cmd_image_show(int argc, char **argv)
 
 static int cmd_image_verify(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "buffer-mb", required_argument, NULL, 'B' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	const char *mb_arg = NULL;
+	const struct opt_spec specs[] = { { "buffer-mb", NULL, &mb_arg }, { NULL } };
 	struct kfdcr_img_opts o = { 0 };
 	unsigned int good = 0, bad = 0;
-	int c;
+	int rc, optind = parse_opts(argc, argv, specs, usage_image, 1, -1, &rc);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'B': {
-			char *end;
-			unsigned long mb = strtoul(optarg, &end, 10);
+	if (optind < 0)
+		return rc;
+	if (mb_arg) {
+		char *end;
+		unsigned long mb = strtoul(mb_arg, &end, 10);
 
-			if (*end || mb == 0 || mb > (1ul << 20)) {
-				ERR("--buffer-mb: invalid value: %s\n", optarg);
-				return EXIT_USAGE;
-			}
-			o.buffer_bytes = mb << 20;
-			break;
-		}
-		case 'h':
-			usage_image(stdout);
-			return 0;
-		default:
-			usage_image(stderr);
+		if (*end || mb == 0 || mb > (1ul << 20)) {
+			ERR("--buffer-mb: invalid value: %s\n", mb_arg);
 			return EXIT_USAGE;
 		}
-	}
-	if (optind >= argc) {
-		usage_image(stderr);
-		return EXIT_USAGE;
+		o.buffer_bytes = mb << 20;
 	}
 	for (int a = optind; a < argc; a++) {
 		struct image_list l;
@@ -450,40 +447,18 @@ out:
 
 static int cmd_image_map(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "targets", required_argument, NULL, 't' },
-		{ "root", required_argument, NULL, 'r' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	const char *tlist = getenv("KFDCR_TARGET_GPUS"), *root = NULL;
+	const struct opt_spec specs[] = { { "targets", NULL, &tlist }, { "root", NULL, &root }, { NULL } };
 	struct kfdcr_err err = { "" };
 	struct kfdcr_targets targets = { 0 };
 	struct kfdcr_gpumap_opts mo;
 	struct kfdcr_topo *local = NULL;
-	const char *tlist = getenv("KFDCR_TARGET_GPUS"), *root = NULL;
 	unsigned int bad = 0;
-	int c, rc = EXIT_FAILURE;
+	int rc = EXIT_FAILURE, optind = parse_opts(argc, argv, specs, usage_image, 1, -1, &rc);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			tlist = optarg;
-			break;
-		case 'r':
-			root = optarg;
-			break;
-		case 'h':
-			usage_image(stdout);
-			return 0;
-		default:
-			usage_image(stderr);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		usage_image(stderr);
-		return EXIT_USAGE;
-	}
+	if (optind < 0)
+		return rc;
+	rc = EXIT_FAILURE;
 	kfdcr_gpumap_opts_default(&mo);
 	if (kfdcr_gpumap_opts_from_env(&mo, &err) || kfdcr_targets_parse(tlist, &targets, &err) ||
 	    kfdcr_topo_parse(root, &local, &err)) {
@@ -574,6 +549,12 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *help;
 } groups[] = {
+	{ "status", cmd_job_status, "checkpoints of a Slurm job: sizes, durations, throughput, where" },
+	{ "checkpoint", cmd_job_checkpoint, "checkpoint a running job now; it goes on running" },
+	{ "requeue", cmd_job_requeue, "checkpoint a running job, then requeue it" },
+	{ "list", cmd_job_list, "the jobs that have checkpoints" },
+	{ "verify", cmd_job_verify, "check every file of a job's checkpoint against its manifest" },
+	{ "prune", cmd_job_prune, "remove old checkpoints, or those of finished jobs (root)" },
 	{ "image", cmd_image, "show, verify or map GPU-state images" },
 	{ "topology", cmd_topology, "show the KFD topology as kfdcr parses it" },
 };
@@ -582,7 +563,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: kfdcr [--version] [--help] <command> [<args>]\n\ncommands:\n", f);
 	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
-		fprintf(f, "  %-10s %s\n", groups[i].name, groups[i].help);
+		fprintf(f, "  %-11s %s\n", groups[i].name, groups[i].help);
 	fputs("\nSee kfdcr(1).\n", f);
 }
 
