@@ -40,6 +40,9 @@
  *                    MPI side alone)
  *   --inject lose|duplicate|corrupt:I  rank 1 damages its first stream
  *                    message of iteration I (tests that the checks fire)
+ *   --hold-at I:FILE every rank posts iteration I's stream messages, says
+ *                    "holding", and waits until FILE exists: a checkpoint
+ *                    taken meanwhile has messages in flight on every rank
  * Rank r uses the (local rank)-th GPU it can see.  The last line rank 0
  * prints is "result: 0x<16 hex digits>"; the exit status is 0 only if
  * every check held.
@@ -78,6 +81,8 @@ struct params {
 	bool gpu;
 	enum inject inject;		/* --inject: what rank 1 does ... */
 	uint32_t inject_iter;		/* ... to its first stream message of this iteration */
+	const char *hold_file;		/* --hold-at: wait for this file ... */
+	uint32_t hold_iter;		/* ... in this iteration */
 };
 
 /* Every message starts with this; payload words follow. */
@@ -513,6 +518,17 @@ static void gpu_fini(struct compute *c)
  * the job
  *********************************************************************/
 
+/* --hold-at: the stream of iteration @i is posted and not received. */
+static void hold(const struct params *p, uint32_t i)
+{
+	if (!p->hold_file || i != p->hold_iter)
+		return;
+	printf("%s: rank %d: holding at iteration %u with %u stream messages in flight until %s "
+	       "exists\n", prog, rank, i, p->msgs, p->hold_file);
+	while (access(p->hold_file, F_OK))
+		usleep(100 * 1000);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -566,6 +582,7 @@ static int run_job(const struct params *p)
 		       p->gpu ? "GPUs" : "CPUs");
 	for (uint32_t i = 0; i < p->iters; i++) {
 		stream_post(&s, p, i);
+		hold(p, i);
 		if (p->gpu)
 			gpu_step(&c, i);
 		else
@@ -615,7 +632,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: mpirun -np N %s [--width W] [--height H] [--iterations I] [--seed S]\n"
 		"           [--msgs M] [--msg-kb K] [--delay-ms D] [--progress P] [--compute gpu|cpu]\n"
-		"           [--inject lose|duplicate|corrupt:ITERATION]\n"
+		"           [--inject lose|duplicate|corrupt:ITERATION] [--hold-at ITERATION:FILE]\n"
 		"       %s --reference --ranks N [same options]\n"
 		"Each rank computes kfd-model's grid on its own GPU and exchanges halo and stream\n"
 		"messages every iteration; every message is checked (sequence number, sender,\n"
@@ -657,6 +674,23 @@ static int parse_inject(const char *s, struct params *p)
 	return -1;
 }
 
+static int parse_hold(char *s, struct params *p)
+{
+	char *colon = strchr(s, ':');
+	uint64_t v;
+
+	if (!colon || !colon[1]) {
+		fprintf(stderr, "%s: --hold-at: invalid value \"%s\" (want ITERATION:FILE)\n", prog, s);
+		return -1;
+	}
+	*colon = '\0';
+	if (parse_u32("--hold-at", s, 0, MW_MAX_ITERS, &v))
+		return -1;
+	p->hold_iter = v;
+	p->hold_file = colon + 1;
+	return 0;
+}
+
 /* 0: go on; 1: exit 0 (help); 2: usage error */
 static int parse_args(int argc, char **argv, struct params *p, bool *reference, uint32_t *ranks)
 {
@@ -673,6 +707,7 @@ static int parse_args(int argc, char **argv, struct params *p, bool *reference, 
 		{ "reference", no_argument, NULL, 'R' },
 		{ "ranks", required_argument, NULL, 'n' },
 		{ "inject", required_argument, NULL, 'I' },
+		{ "hold-at", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -740,6 +775,10 @@ static int parse_args(int argc, char **argv, struct params *p, bool *reference, 
 			break;
 		case 'I':
 			if (parse_inject(optarg, p))
+				return 2;
+			break;
+		case 'A':
+			if (parse_hold(optarg, p))
 				return 2;
 			break;
 		case 'h':
