@@ -36,6 +36,7 @@
  *   --msg-kb K       stream message payload in KiB (default 16, 0: header only)
  *   --delay-ms D     sleep per iteration with the stream in flight (default 0)
  *   --progress P     rank 0 prints a line every P iterations (default 10, 0 none)
+ *   --timestamps     progress lines end with " at <Unix time>" (bench/mpi-bench)
  *   --compute gpu|cpu  where the ranks compute (default gpu; cpu checks the
  *                    MPI side alone)
  *   --inject lose|duplicate|corrupt:I  rank 1 damages its first stream
@@ -79,6 +80,7 @@ struct params {
 	uint32_t width, height, iters, msgs, msg_words, delay_ms, progress;
 	uint64_t seed;
 	bool gpu;
+	bool timestamps;		/* --timestamps */
 	enum inject inject;		/* --inject: what rank 1 does ... */
 	uint32_t inject_iter;		/* ... to its first stream message of this iteration */
 	const char *hold_file;		/* --hold-at: wait for this file ... */
@@ -518,6 +520,19 @@ static void gpu_fini(struct compute *c)
  * the job
  *********************************************************************/
 
+static void progress(const struct params *p, uint32_t done)
+{
+	struct timespec ts;
+
+	if (!p->timestamps) {
+		printf("%s: iteration %u/%u done\n", prog, done, p->iters);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	printf("%s: iteration %u/%u done at %ld.%06ld\n", prog, done, p->iters, (long)ts.tv_sec,
+	       ts.tv_nsec / 1000);
+}
+
 /* --hold-at: the stream of iteration @i is posted and not received. */
 static void hold(const struct params *p, uint32_t i)
 {
@@ -597,7 +612,7 @@ static int run_job(const struct params *p)
 		stream_finish(&s, p);
 		MPI_Allreduce(&c.results[i], &sums[i], 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
 		if (rank == 0 && p->progress && ((i + 1) % p->progress == 0 || i + 1 == p->iters))
-			printf("%s: iteration %u/%u done\n", prog, i + 1, p->iters);
+			progress(p, i + 1);
 	}
 	if (rank == 0)
 		all = malloc((size_t)p->iters * nranks * 8);
@@ -633,6 +648,7 @@ static void usage(FILE *f)
 		"usage: mpirun -np N %s [--width W] [--height H] [--iterations I] [--seed S]\n"
 		"           [--msgs M] [--msg-kb K] [--delay-ms D] [--progress P] [--compute gpu|cpu]\n"
 		"           [--inject lose|duplicate|corrupt:ITERATION] [--hold-at ITERATION:FILE]\n"
+		"           [--timestamps]\n"
 		"       %s --reference --ranks N [same options]\n"
 		"Each rank computes kfd-model's grid on its own GPU and exchanges halo and stream\n"
 		"messages every iteration; every message is checked (sequence number, sender,\n"
@@ -708,6 +724,7 @@ static int parse_args(int argc, char **argv, struct params *p, bool *reference, 
 		{ "ranks", required_argument, NULL, 'n' },
 		{ "inject", required_argument, NULL, 'I' },
 		{ "hold-at", required_argument, NULL, 'A' },
+		{ "timestamps", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -780,6 +797,9 @@ static int parse_args(int argc, char **argv, struct params *p, bool *reference, 
 		case 'A':
 			if (parse_hold(optarg, p))
 				return 2;
+			break;
+		case 'S':
+			p->timestamps = true;
 			break;
 		case 'h':
 			usage(stdout);
