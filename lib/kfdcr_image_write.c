@@ -79,9 +79,11 @@ struct wworker {
 /* Write the staging buffer out; with O_DIRECT keep the unaligned tail. */
 static int stage_flush(struct wworker *w, bool final)
 {
-	size_t n = w->stage_used;
-	int ret;
+	size_t n;
+	int ret, fl;
 
+again:
+	n = w->stage_used;
 	if (w->direct) {
 		if (final) {
 			size_t padded = (n + DIO_ALIGN - 1) / DIO_ALIGN * DIO_ALIGN;
@@ -95,6 +97,17 @@ static int stage_flush(struct wworker *w, bool final)
 	if (!n)
 		return 0;
 	ret = kfdcr_img_write_all(w->fd, w->stage, n);
+	if (ret == -EINVAL && w->direct && w->opts->write_io == KFDCR_IMG_IO_AUTO &&
+	    lseek(w->fd, 0, SEEK_CUR) == (off_t)w->written &&
+	    (fl = fcntl(w->fd, F_GETFL)) >= 0 && fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+		/*
+		 * overlayfs (6.1) accepts O_DIRECT in F_SETFL, then fails every
+		 * write when the file below (tmpfs) cannot do direct I/O:
+		 * nothing of this flush was written, go on buffered.
+		 */
+		w->direct = false;
+		goto again;
+	}
 	if (ret) {
 		kfdcr_img_set_err(w->err, "%s: write failed: %s", w->final, strerror(-ret));
 		return ret;

@@ -279,6 +279,38 @@ static void exec_helper(spank_t sp, int fd, pid_t child)
 	_exit(127);
 }
 
+static void read_cgroup(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	buf[0] = '\0';
+	if (f) {
+		if (!fgets(buf, (int)len, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+}
+
+/*
+ * slurmstepd puts each task into the step's process group and then into
+ * its cgroup; setpgid() fails (EACCES, and slurmstepd says so in the job's
+ * output) once the child has exec'd.  So P execs the helper only after it
+ * has been moved out of slurmstepd's cgroup, which comes right after
+ * (bounded: 10 s).
+ */
+static void wait_placed(void)
+{
+	char first[PATH_MAX], now[PATH_MAX];
+
+	read_cgroup(first, sizeof(first));
+	for (int i = 0; i < 5000; i++) {
+		read_cgroup(now, sizeof(now));
+		if (strcmp(now, first))
+			return;
+		usleep(2000);
+	}
+}
+
 /* kfdcr-init's working folder: criu's parasite mounts a proc for the
  * namespace there during a dump, so it must be writable by root. */
 static int init_dir(const char *sock, char *dir, size_t len)
@@ -348,6 +380,19 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	(void)av;
 	if (!wrapped_step(sp))
 		return 0;
+	/* sbatch checked it, but the user controls sbatch: check it as root too */
+	{
+		uid_t uid = 0;
+		gid_t gid = 0;
+
+		spank_get_item(sp, S_JOB_UID, &uid);
+		spank_get_item(sp, S_JOB_GID, &gid);
+		if (!kfdcr_site_user_allowed(&site, uid, gid)) {
+			slurm_error(PFX "--checkpoint: this site does not allow user %u to checkpoint jobs",
+				    (unsigned int)uid);
+			return -1;
+		}
+	}
 	spank_get_item(sp, S_JOB_ID, &job);
 	spank_get_item(sp, S_JOB_STEPID, &step);
 	spank_get_item(sp, S_TASK_GLOBAL_ID, &gtid);
@@ -397,6 +442,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		_exit(126);
 	close(own_ns);
 	close(sv[1]);
+	wait_placed();
 	exec_helper(sp, sv[0], child);
 	return -1;
 }

@@ -69,11 +69,13 @@ latest() {
 
 # The job's output without Slurm's own notices of the requeue: slurmstepd's
 # "*** JOB/STEP ... CANCELLED ... DUE TO JOB REQUEUE ***" (for a step
-# prefixed by srun -l's task label) and srun's "Job step aborted".  They
-# are Slurm's messages about the first run, not the job's output.
+# prefixed by srun -l's task label), srun's "Job step aborted" and its
+# "task N: Terminated" for the first run's tasks.  They are Slurm's messages
+# about the first run ending, the same without kfdcr, not the job's output.
 job_output() {
 	grep -v -E -e '^([0-9]+: )?slurmstepd(-[a-z0-9]+)?: error: \*\*\* (JOB|STEP) [0-9.]+ ON [a-z0-9]+ CANCELLED AT .* DUE TO (JOB REQUEUE|PREEMPTION) \*\*\*$' \
-		-e '^srun: Job step aborted: Waiting up to [0-9]+ seconds for job step to finish\.$' "$1"
+		-e '^srun: Job step aborted: Waiting up to [0-9]+ seconds for job step to finish\.$' \
+		-e '^srun: error: [a-z0-9]+: tasks? [0-9,-]+: Terminated$' "$1"
 }
 
 # A high-priority job of bob's that takes NODE, for preemption.

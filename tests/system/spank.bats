@@ -214,8 +214,8 @@ EOF2
 	rm -f /run/kfdcr-fault
 	job=$(submit_as alice --checkpoint -N2 --gres=gpu:1 -p low -o "$HOME_A/$T/job.out" \
 		--wrap "srun -N2 -n2 --ntasks-per-node=1 --gres=gpu:1 -l $WL $ARGS")
-	wait_file 180 "$HOME_A/$T/job.out" '0: kfd-workload: iteration 100/'
-	wait_file 60 "$HOME_A/$T/job.out" '1: kfd-workload: iteration 100/'
+	wait_file 180 "$HOME_A/$T/job.out" '0: kfd-workload: iteration 300/'
+	wait_file 60 "$HOME_A/$T/job.out" '1: kfd-workload: iteration 300/'
 	run -0 as_alice kfdcr checkpoint "$job"
 	good=$(latest "$job")
 	[ "$good" = 1 ]
