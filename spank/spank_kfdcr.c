@@ -373,6 +373,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	int sv[2], own_ns, jargc = 0;
 	char **jargv = NULL;
 	struct node_ns_saved node_ns;
+	sigset_t held, task_mask;
 	bool node = false;
 	pid_t child;
 
@@ -418,6 +419,16 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		slurm_error(PFX "socketpair: %m");
 		return -1;
 	}
+	/*
+	 * A checkpoint request may reach a step that is still launching (a
+	 * periodic checkpoint while `kfdcr mpirun` starts its step): held
+	 * until the helper reads it, it cannot kill this process before the
+	 * exec.  C gets the mask back for the task.
+	 */
+	sigemptyset(&held);
+	sigaddset(&held, site.request_signal);
+	sigaddset(&held, opts.signal ? opts.signal : site.signal);
+	sigprocmask(SIG_BLOCK, &held, &task_mask);
 	if (node && node_ns_enter(&node_ns, msg, sizeof(msg))) {
 		slurm_error(PFX "cannot give the task its node namespaces: %s", msg);
 		return -1;
@@ -433,6 +444,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		return -1;
 	}
 	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &task_mask, NULL);
 		close(sv[0]);
 		close(own_ns);
 		return start_init(sv[1], sock, dir);
