@@ -91,6 +91,27 @@ no_line() {
 	[ "$(grep -c -e "$2" "$1")" -eq 0 ]
 }
 
+# finish_restored JOB HIGH FIRST_OUTPUT WANT: JOB's one task was restored
+# (GPUs checked against FIRST_OUTPUT); release the ranks, end the
+# preempting job HIGH, and JOB ends with WANT, every message accounted for,
+# its ranks started once.
+finish_restored() {
+	local job=$1 high=$2 first=$3 want=$4 log
+	log=$CKROOT/$job/run.1/restore.step.0.task.0/restore.log
+	wait_for 300 "grep -q 'Restore finished successfully' $log"
+	check_gpu_map "$log" "$first"
+
+	as_alice touch "$HOME_A/$T/go"
+	scancel "$high"
+	wait_job "$job" "COMPLETED|FAILED" 900
+	cat "$HOME_A/$T/job.out"
+	[ "$(job_state "$job")" = COMPLETED ]
+	[ "$(grep -c 'ready:' "$HOME_A/$T/job.out")" -eq 1 ]
+	no_line "$HOME_A/$T/job.out" FAILED
+	grep -q "messages: 480 halo and 1920 stream received, none lost, duplicated or corrupted" "$HOME_A/$T/job.out"
+	[ "$(tail -n 1 "$HOME_A/$T/job.out")" = "$want" ]
+}
+
 @test "mpi: an uninterrupted 4-rank GPU job under kfdcr mpirun gives the CPU's result; the workload catches a lost, duplicated or corrupted message" {
 	want=$("$MW" --reference --ranks 4 $ARGS)
 	write_job job.sh "kfdcr mpirun -np 4 $MW $ARGS"
@@ -133,22 +154,10 @@ no_line() {
 	ckpt_log "$job" | grep -q '"op":"vacate"'
 	# the step's one task (mpirun and its ranks) restored, with the tmpfs
 	grep -q '^file step.0/task.0/node-tmpfs.tar ' "$CKROOT/$job/1/MANIFEST"
-	log=$CKROOT/$job/run.1/restore.step.0.task.0/restore.log
-	wait_for 300 "grep -q 'Restore finished successfully' $log"
-	check_gpu_map "$log" "$HOME_A/$T/first.out"
-
-	as_alice touch "$HOME_A/$T/go"
-	scancel "$high"
-	wait_job "$job" "COMPLETED|FAILED" 600
-	cat "$HOME_A/$T/job.out"
-	[ "$(job_state "$job")" = COMPLETED ]
+	finish_restored "$job" "$high" "$HOME_A/$T/first.out" "$want"
 	grep -q "restored step.0.task.0 of job $job from checkpoint 1 on $second" "$HOME_A/$T/job.out"
-	# started once: the ranks went on from the checkpoint, holding no more
-	[ "$(grep -c 'ready:' "$HOME_A/$T/job.out")" -eq 1 ]
+	# the ranks went on from the checkpoint, holding no more
 	[ "$(grep -c 'holding at iteration' "$HOME_A/$T/job.out")" -eq 4 ]
-	no_line "$HOME_A/$T/job.out" FAILED
-	grep -q "messages: 480 halo and 1920 stream received, none lost, duplicated or corrupted" "$HOME_A/$T/job.out"
-	[ "$(tail -n 1 "$HOME_A/$T/job.out")" = "$want" ]
 }
 
 @test "mpi: with --checkpoint=INTERVAL, two periodic checkpoints, then a preemption: restored from the latest, with the uninterrupted result" {
@@ -171,19 +180,8 @@ no_line() {
 	[ "$seq" -ge 3 ]
 	# the vacate checkpoint is the latest committed one, and the one restored
 	run_start "$job" 1 60 | grep -q "\"restored_from\":$seq"
-	log=$CKROOT/$job/run.1/restore.step.0.task.0/restore.log
-	wait_for 300 "grep -q 'Restore finished successfully' $log"
-	check_gpu_map "$log" "$HOME_A/$T/job.out"
-
-	as_alice touch "$HOME_A/$T/go"
-	scancel "$high"
-	wait_job "$job" "COMPLETED|FAILED" 900
-	cat "$HOME_A/$T/job.out"
-	[ "$(job_state "$job")" = COMPLETED ]
-	[ "$(grep -c 'ready:' "$HOME_A/$T/job.out")" -eq 1 ]
-	no_line "$HOME_A/$T/job.out" FAILED
-	grep -q "messages: 480 halo and 1920 stream received, none lost, duplicated or corrupted" "$HOME_A/$T/job.out"
-	[ "$(tail -n 1 "$HOME_A/$T/job.out")" = "$want" ]
+	cp "$HOME_A/$T/job.out" "$HOME_A/$T/first.out"
+	finish_restored "$job" "$high" "$HOME_A/$T/first.out" "$want"
 }
 
 @test "mpi: a direct launch (srun --mpi=pmix or pmi2) in a checkpointed job is refused with a message saying what to do instead" {
