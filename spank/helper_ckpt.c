@@ -26,6 +26,7 @@
 
 #include "lib/kfdcr_topology.h"
 #include "helper.h"
+#include "node_ns.h"
 
 #define POLL_MS		100
 
@@ -111,11 +112,12 @@ static void criu_errors(int dirfd, const char *log, char *out, size_t len)
 
 /*
  * Run criu with @argv; the child keeps @keep_fds (and nothing else but
- * /dev/null stdio); @env adds to a minimal environment.  Returns criu's
+ * /dev/null stdio); @env adds to a minimal environment; @ns prepares the
+ * namespaces of a task in node namespaces (node_ns.h).  Returns criu's
  * exit status, or -ETIMEDOUT after @timeout seconds (criu is killed).
  */
 static int run_criu(struct helper *h, char **argv, const int *keep_fds, int nkeep, char **env,
-		    unsigned long timeout)
+		    unsigned long timeout, const struct node_ns_criu *ns)
 {
 	time_t deadline = time(NULL) + (time_t)timeout;
 	int ws;
@@ -146,6 +148,8 @@ static int run_criu(struct helper *h, char **argv, const int *keep_fds, int nkee
 		}
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (node_ns_criu_child(ns))
+			_exit(126);
 		execve(h->site.criu, argv, envp);
 		_exit(127);
 	}
@@ -429,10 +433,11 @@ static bool task_gone(struct helper *h)
 
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
 {
-	char dfd[32], pid[16], *argv[20];
+	char dfd[32], pid[16], *argv[20], *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
+	struct node_ns_criu ns;
 	uint64_t t0 = kfdcr_now_ms();
-	int n, rc, ret;
+	int n, rc, ret, ne = 0;
 
 	if (h->init <= 0)
 		return kfdcr_errf(err, "the task is not running");
@@ -443,12 +448,13 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 				       "--manage-cgroups=ignore", "-o", "dump.log", "-v4", NULL });
 	if (op == OP_CONTINUE)
 		argv[n++] = "--leave-running";
+	node_ns_dump_args(&ns, h->init, taskfd, argv, &n, env, &ne);
 	argv[n] = NULL;
 	/* after a vacate dump criu kills the tree: that is not the task ending */
 	if (op != OP_CONTINUE)
 		h->vacated = true;
 	hlog(h, "dumping init %d into %s (%s)", (int)h->init, dfd, op == OP_CONTINUE ? "continue" : "vacate");
-	rc = run_criu(h, argv, &taskfd, 1, NULL, h->site.timeout);
+	rc = run_criu(h, argv, &taskfd, 1, env, h->site.timeout, &ns);
 	t.dump_ms = kfdcr_now_ms() - t0;
 	if (rc && task_gone(h)) {
 		/* it ended meanwhile: the journal will say how, not a failure */
@@ -1311,6 +1317,7 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	char dfd[32], wfd[32], targets[300], ids[256], render[256], logname[96], inh[4][PATH_MAX + 32];
 	char *argv[40], *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
+	struct node_ns_criu ns;
 	int keep[6], nkeep = 0, n, rc, logfd, fds[4] = { -1, -1, -1, -1 };
 	unsigned int ngpus;
 	uint64_t t0 = kfdcr_now_ms();
@@ -1367,6 +1374,7 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 			argv[n++] = inh[3];
 		}
 	}
+	node_ns_restore_args(&ns, taskfd, logfd, "restore.log", argv, &n);
 	argv[n] = NULL;
 	visible_gpus(ids, sizeof(ids), render, sizeof(render), &ngpus);
 	if (ngpus) {
@@ -1377,7 +1385,7 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	mkdir(h->site.rundir, 0755);
 	mkdir(h->init_dir, 0700);
 	hlog(h, "restoring from %s onto GPUs %s", dfd, ngpus ? render : "(none)");
-	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout);
+	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout, &ns);
 	for (int i = 0; i < 4; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
