@@ -35,6 +35,7 @@
 #include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 #define BO_DATA_FLAGS (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)
@@ -113,6 +114,7 @@ void kfdcr_dump_fini(int ret)
 	}
 	procs = NULL;
 	forget_seized();
+	kfdcr_sdma_stop();
 	if (ret)
 		pr_info("dump failed (%d): GPU queues of every process were resumed\n", ret);
 }
@@ -333,6 +335,8 @@ static int dump_process(int fd, int id, const pid_t *holders, unsigned int nhold
 	struct dump_src src = { 0 };
 	struct kfdcr_img_source source = { .read = bo_read, .arg = &src };
 	struct kfd_proc *p = NULL;
+	int *dmabuf_fds = NULL;
+	const char *how = "the CPU";
 	char *priv = NULL, *topo_text = NULL;
 	size_t topo_len = 0;
 	char name[64];
@@ -403,7 +407,8 @@ static int dump_process(int fd, int id, const pid_t *holders, unsigned int nhold
 	ibos = calloc(args.num_bos ?: 1, sizeof(*ibos));
 	src.maps = calloc(args.num_bos ?: 1, sizeof(*src.maps));
 	src.img_to_bucket = calloc(args.num_bos ?: 1, sizeof(*src.img_to_bucket));
-	if (!gpus || !ibos || !src.maps || !src.img_to_bucket) {
+	dmabuf_fds = calloc(args.num_bos ?: 1, sizeof(*dmabuf_fds));
+	if (!gpus || !ibos || !src.maps || !src.img_to_bucket || !dmabuf_fds) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -450,6 +455,7 @@ static int dump_process(int fd, int id, const pid_t *holders, unsigned int nhold
 			goto out;
 		}
 		src.img_to_bucket[i] = i;
+		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	}
 	src.bos = bos;
 
@@ -470,13 +476,14 @@ static int dump_process(int fd, int id, const pid_t *holders, unsigned int nhold
 	desc.topo_size = topo_len;
 
 	snprintf(name, sizeof(name), KFDCR_KFD_IMG, id);
-	ret = kfdcr_write_image(name, &desc, &source, &stats);
+	ret = kfdcr_write_image_bos(name, &desc, hdr->actual_gpu_ids, dmabuf_fds, &source,
+				    &stats, &how);
 	if (ret)
 		goto out;
-	pr_info("pid %u: %llu bytes of BO data (%llu non-zero) saved as %s in %.3f s (%.1f MB/s, %zu bytes of buffers)\n",
+	pr_info("pid %u: %llu bytes of BO data (%llu non-zero) saved as %s by %s in %.3f s (%.1f MB/s, %zu bytes of buffers)\n",
 		args.pid, (unsigned long long)stats.logical_bytes,
-		(unsigned long long)stats.nonzero_bytes, name, stats.seconds,
-		stats.seconds > 0 ? stats.nonzero_bytes / stats.seconds / 1e6 : 0.0,
+		(unsigned long long)stats.nonzero_bytes, name, how, stats.seconds,
+		stats.seconds > 0 ? stats.logical_bytes / stats.seconds / 1e6 : 0.0,
 		stats.buffer_bytes);
 
 	/* Keep the target's file until the end of the dump, then UNPAUSE. */
@@ -512,6 +519,7 @@ out:
 	}
 	free(src.maps);
 	free(src.img_to_bucket);
+	free(dmabuf_fds);
 	free(topo_text);
 	free(gpus);
 	free(ibos);

@@ -32,6 +32,7 @@
 #include <linux/kfd_ioctl.h>
 
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 #define DRM_MAJOR		226
@@ -118,8 +119,10 @@ bool kfdcr_is_render_dev(dev_t rdev, unsigned int *minor)
 	return false;
 }
 
-int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
-		      const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats)
+int kfdcr_write_image_bos(const char *name, struct kfdcr_img_desc *desc,
+			  const uint32_t *actual_ids, const int *dmabuf_fds,
+			  const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats,
+			  const char **how)
 {
 	struct kfdcr_err err = { { 0 } };
 	struct kfdcr_img_opts opts;
@@ -129,11 +132,21 @@ int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
 	kfdcr_img_opts_from_env(&opts);
 	/* criu runs with umask 022: GPU memory is no one else's business. */
 	old = umask(077);
-	ret = kfdcr_img_write(criu_get_image_dir(), name, desc, src, &opts, stats, &err);
+	if (dmabuf_fds)
+		ret = kfdcr_sdma_img_write(criu_get_image_dir(), name, desc, actual_ids, dmabuf_fds,
+					   src, &opts, stats, how, &err);
+	else
+		ret = kfdcr_img_write(criu_get_image_dir(), name, desc, src, &opts, stats, &err);
 	umask(old);
 	if (ret)
 		pr_err("writing image %s failed: %s\n", name, err.msg);
 	return ret;
+}
+
+int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
+		      const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats)
+{
+	return kfdcr_write_image_bos(name, desc, NULL, NULL, src, stats, NULL);
 }
 
 int kfdcr_rec_write(const char *name, uint32_t pid, const void *rec, size_t len)
@@ -285,8 +298,12 @@ void kfdcr_img_opts_from_env(struct kfdcr_img_opts *o)
 
 static int plugin_init(int stage)
 {
-	pr_info("initialised for %s\n", stage == CR_PLUGIN_STAGE__DUMP ? "dump" :
-		stage == CR_PLUGIN_STAGE__RESTORE ? "restore" : "pre-dump");
+	pr_info("initialised for %s; BO contents move by %s\n",
+		stage == CR_PLUGIN_STAGE__DUMP ? "dump" :
+		stage == CR_PLUGIN_STAGE__RESTORE ? "restore" : "pre-dump",
+		kfdcr_data_path_name(kfdcr_data_path()));
+	if (stage == CR_PLUGIN_STAGE__RESTORE)
+		kfdcr_sdma_restore_init();
 	return 0;
 }
 
@@ -294,6 +311,7 @@ static void plugin_exit(int stage, int ret)
 {
 	if (stage == CR_PLUGIN_STAGE__DUMP)
 		kfdcr_dump_fini(ret);
+	kfdcr_sdma_stop();
 }
 
 CR_PLUGIN_REGISTER("kfdcr_plugin", plugin_init, plugin_exit)

@@ -117,6 +117,15 @@ void kfdcr_img_opts_from_env(struct kfdcr_img_opts *o);
  */
 int kfdcr_write_image(const char *name, struct kfdcr_img_desc *desc,
 		      const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats);
+/*
+ * The same with BO contents: moved by SDMA where KFDCR_DATA_PATH allows
+ * (kfdcr_sdma.h), from the dma-bufs @dmabuf_fds (per image BO) on the GPUs
+ * @actual_ids (per image GPU), else from @src; *@how says which.
+ */
+int kfdcr_write_image_bos(const char *name, struct kfdcr_img_desc *desc,
+			  const uint32_t *actual_ids, const int *dmabuf_fds,
+			  const struct kfdcr_img_source *src, struct kfdcr_img_stats *stats,
+			  const char **how);
 
 /*
  * A GPU-less kfdcr image @name (a KFDCR_*_IMG stem) holding @len bytes of

@@ -48,6 +48,7 @@
 
 #include "kfdcr_gpumap.h"
 #include "kfdcr_plugin.h"
+#include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
 #define BO_KFD_MAPPED	(KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL | KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP)
@@ -375,6 +376,10 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	struct kfdcr_img_stats stats = { 0 };
 	struct kfdcr_img_opts opts;
 	struct kfdcr_err err = { { 0 } };
+	uint32_t actual_ids[KFDCR_MAX_GPUS];
+	uint64_t sdma_zero = 0;
+	int *dmabuf_fds = NULL;
+	const char *how;
 	void *priv = NULL;
 	int kfd = -1, ret;
 	uint32_t i;
@@ -397,7 +402,8 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	bos = calloc(d->num_bos ?: 1, sizeof(*bos));
 	sink_arg.maps = calloc(d->num_bos ?: 1, sizeof(void *));
 	priv = malloc(h->kfd_priv_size ?: 1);
-	if (!devs || !bos || !sink_arg.maps || !priv) {
+	dmabuf_fds = calloc(d->num_bos ?: 1, sizeof(*dmabuf_fds));
+	if (!devs || !bos || !sink_arg.maps || !priv || !dmabuf_fds) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -420,8 +426,13 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 
 	/* One pass: every chunk is checked before it reaches a BO. */
 	sink_arg.bos = bos;
+	for (i = 0; i < d->num_gpus; i++)
+		actual_ids[i] = rs.map[i].dst_gpu_id;
+	for (i = 0; i < d->num_bos; i++)
+		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	kfdcr_img_opts_from_env(&opts);
-	ret = kfdcr_img_read(img, &sink, &opts, &stats, &err);
+	ret = kfdcr_sdma_img_read(img, actual_ids, dmabuf_fds, &sink, &opts, &stats, &how,
+				  &sdma_zero, &err);
 	if (ret) {
 		pr_err("image %s is damaged; pid %u is not restored: %s\n", name, d->pid, err.msg);
 		goto out;
@@ -429,11 +440,19 @@ static int restore_kfd(const char *name, struct kfdcr_img *img)
 	ret = keep_fixes(d, bos);
 	if (ret)
 		goto out;
-	pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, in %.3f s; %llu bytes of zero pages written into VRAM in %.3f s\n",
-		d->pid, d->num_gpus, d->num_bos, name,
-		(unsigned long long)stats.logical_bytes, (unsigned long long)stats.stored_bytes,
-		stats.seconds, (unsigned long long)atomic_load(&sink_arg.zero_bytes),
-		atomic_load(&sink_arg.zero_ns) / 1e9);
+	if (!strcmp(how, "SDMA"))
+		pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, by SDMA in %.3f s; %llu bytes of zero pages written into VRAM by the engine (CONSTANT_FILL)\n",
+			d->pid, d->num_gpus, d->num_bos, name,
+			(unsigned long long)stats.logical_bytes,
+			(unsigned long long)stats.stored_bytes, stats.seconds,
+			(unsigned long long)sdma_zero);
+	else
+		pr_info("pid %u: %u GPUs, %u BOs restored from %s; %llu bytes of BO data, %llu read, by the CPU in %.3f s; %llu bytes of zero pages written into VRAM in %.3f s\n",
+			d->pid, d->num_gpus, d->num_bos, name,
+			(unsigned long long)stats.logical_bytes,
+			(unsigned long long)stats.stored_bytes, stats.seconds,
+			(unsigned long long)atomic_load(&sink_arg.zero_bytes),
+			atomic_load(&sink_arg.zero_ns) / 1e9);
 out:
 	for (i = 0; bos && i < d->num_bos; i++) {
 		if (sink_arg.maps && sink_arg.maps[i])
@@ -442,6 +461,7 @@ out:
 			close((int)bos[i].dmabuf_fd);
 	}
 	free(sink_arg.maps);
+	free(dmabuf_fds);
 	free(priv);
 	free(devs);
 	free(bos);
@@ -702,6 +722,9 @@ int kfdcr_resume_late(int pid)
 {
 	struct kfd_ioctl_criu_args args = { .op = KFD_CRIU_OP_RESUME, .pid = (uint32_t)pid };
 	int fd, ret;
+
+	/* every task restored its files: the copier has done its work */
+	kfdcr_sdma_stop();
 
 	if (!has_kfd_file(pid))
 		return -ENOTSUP;	/* not a KFD process */

@@ -311,9 +311,12 @@ int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr)
  * one when negative).  Its memory must be reserved (kfdsim_mem_reserve);
  * from here on the BO owns that reservation and kfdsim_bo_destroy()
  * returns it.  VRAM comes poisoned, GTT zeroed (kfdsim_gem_create).
+ * With @import, the BO is backed by that existing VRAM/GTT object
+ * (IMPORT_DMABUF; a reference is taken) and charges nothing.
  */
-struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
-				   u64 size, u64 user_addr, int handle)
+struct kfdsim_bo *kfdsim_bo_create_from(struct kfdsim_pdd *pdd, u32 flags, u64 va,
+					u64 size, u64 user_addr, int handle,
+					struct drm_gem_object *import)
 {
 	struct kfdsim_bo *bo;
 	int id, ret;
@@ -327,9 +330,14 @@ struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
 	bo->va = va;
 	bo->size = size;
 	bo->user_addr = user_addr;
-	if (flags & (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)) {
-		bo->shmem = kfdsim_gem_create(pdd->dev, size,
-					      flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM);
+	bo->imported = import != NULL;
+	if (import) {
+		drm_gem_object_get(import);
+		bo->shmem = to_drm_gem_shmem_obj(import);
+	} else if (flags & (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)) {
+		bo->shmem = kfdsim_gem_create(pdd->dev, size, flags);
+	}
+	if (bo->shmem) {
 		if (IS_ERR(bo->shmem)) {
 			ret = PTR_ERR(bo->shmem);
 			goto err_free;
@@ -358,6 +366,12 @@ err_free:
 	return ERR_PTR(ret);
 }
 
+struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
+				   u64 size, u64 user_addr, int handle)
+{
+	return kfdsim_bo_create_from(pdd, flags, va, size, user_addr, handle, NULL);
+}
+
 void kfdsim_bo_destroy(struct kfdsim_bo *bo)
 {
 	struct kfdsim_pdd *pdd = bo->pdd;
@@ -365,8 +379,10 @@ void kfdsim_bo_destroy(struct kfdsim_bo *bo)
 
 	list_del(&bo->node);
 	idr_remove(&pdd->bo_idr, bo->idr);
-	kfdsim_mem_need_add(&need, pdd->dev, bo->flags, bo->size);
-	kfdsim_mem_unreserve(&need);
+	if (!bo->imported) {
+		kfdsim_mem_need_add(&need, pdd->dev, bo->flags, bo->size);
+		kfdsim_mem_unreserve(&need);
+	}
 	if (bo->shmem && pdd->drm_priv)
 		drm_vma_node_revoke(&bo->shmem->base.vma_node, pdd->drm_priv);
 	kfdsim_bo_release_backing(bo);
@@ -808,8 +824,8 @@ static const struct kfdsim_ioctl_desc kfdsim_ioctls[AMDKFD_COMMAND_END] = {
 	KFDSIM_IOCTL(UNMAP_MEMORY_FROM_GPU, kfdsim_ioctl_unmap_memory_from_gpu, 0),
 	KFDSIM_IOCTL(SET_CU_MASK, kfdsim_ioctl_set_cu_mask, 0),
 	KFDSIM_IOCTL(GET_QUEUE_WAVE_STATE, kfdsim_ioctl_not_implemented, 0),
-	KFDSIM_IOCTL(GET_DMABUF_INFO, kfdsim_ioctl_not_implemented, 0),
-	KFDSIM_IOCTL(IMPORT_DMABUF, kfdsim_ioctl_not_implemented, 0),
+	KFDSIM_IOCTL(GET_DMABUF_INFO, kfdsim_ioctl_get_dmabuf_info, 0),
+	KFDSIM_IOCTL(IMPORT_DMABUF, kfdsim_ioctl_import_dmabuf, 0),
 	KFDSIM_IOCTL(ALLOC_QUEUE_GWS, kfdsim_ioctl_alloc_queue_gws, 0),
 	KFDSIM_IOCTL(SMI_EVENTS, kfdsim_ioctl_not_implemented, 0),
 	KFDSIM_IOCTL(SVM, kfdsim_ioctl_unsupported, 0),

@@ -59,8 +59,8 @@ static struct kfdsim_bo *kfdsim_vm_find(struct kfdsim_queue *q, u64 va)
  * write pointers) that is not a GPU-mapped BO be reached as plain user
  * memory; everything else must be mapped on the queue's GPU.
  */
-static int kfdsim_vm_rw(struct kfdsim_queue *q, u64 va, void *buf, size_t len,
-			bool write, bool lenient)
+int kfdsim_vm_rw(struct kfdsim_queue *q, u64 va, void *buf, size_t len,
+		 bool write, bool lenient)
 {
 	while (len) {
 		struct kfdsim_bo *bo = kfdsim_vm_find(q, va);
@@ -491,8 +491,8 @@ static int kfdsim_cp_process(struct kfdsim_dev *dev, struct kfdsim_queue *q)
 static bool kfdsim_queue_runnable(struct kfdsim_queue *q)
 {
 	return !q->dead && !q->error && !q->p->evicted &&
-	       q->type == KFD_IOC_QUEUE_TYPE_COMPUTE_AQL && q->ring_base &&
-	       q->ring_size >= 64 && q->percent > 0;
+	       (q->type == KFD_IOC_QUEUE_TYPE_COMPUTE_AQL || kfdsim_queue_is_sdma(q)) &&
+	       q->ring_base && q->ring_size >= 64 && q->percent > 0;
 }
 
 static void kfdsim_queue_fault(struct kfdsim_queue *q, int err)
@@ -500,7 +500,8 @@ static void kfdsim_queue_fault(struct kfdsim_queue *q, int err)
 	q->error = true;
 	pr_debug("gpu %u queue %u: %s at 0x%llx, queue stopped\n",
 		 q->pdd->dev->gpu_id, q->queue_id,
-		 err == -EFAULT ? "memory fault" : "invalid packet", q->fault_va);
+		 err == -EFAULT ? "memory fault" :
+		 err == -ENOSPC ? "ring overrun" : "invalid packet", q->fault_va);
 	kfdsim_event_exception(q->p, q->pdd->user_gpu_id, q->fault_va);
 }
 
@@ -513,7 +514,7 @@ static bool kfdsim_cp_step(struct kfdsim_dev *dev, struct kfdsim_queue *q)
 	if (!kfdsim_queue_runnable(q) || !mmget_not_zero(p->mm))
 		goto out_unlock;
 	kthread_use_mm(p->mm);
-	ret = kfdsim_cp_process(dev, q);
+	ret = kfdsim_queue_is_sdma(q) ? kfdsim_sdma_step(dev, q) : kfdsim_cp_process(dev, q);
 	kthread_unuse_mm(p->mm);
 	mmput_async(p->mm);
 	if (ret < 0)
@@ -665,12 +666,19 @@ struct kfdsim_queue *kfdsim_queue_alloc(struct kfdsim_pdd *pdd)
 	return q;
 }
 
-/* Make @q (ids already chosen and free) visible to its process and CP. */
-void kfdsim_queue_attach(struct kfdsim_queue *q)
+/*
+ * Make @q (ids already chosen and free) visible to its process and CP;
+ * -ENOMEM when its GPU has no SDMA queue slot left for it.
+ */
+int kfdsim_queue_attach(struct kfdsim_queue *q)
 {
 	struct kfdsim_dev *dev = q->pdd->dev;
+	int ret;
 
 	lockdep_assert_held(&q->p->mutex);
+	ret = kfdsim_sdma_reserve(dev, q->type);
+	if (ret)
+		return ret;
 	set_bit(q->queue_id, q->p->qids);
 	set_bit(q->doorbell_id, q->pdd->doorbell_ids);
 	list_add_tail(&q->pnode, &q->p->queues);
@@ -679,6 +687,7 @@ void kfdsim_queue_attach(struct kfdsim_queue *q)
 	dev->nr_queues++;
 	spin_unlock(&dev->queue_lock);
 	kfdsim_cp_kick(dev);
+	return 0;
 }
 
 void kfdsim_queue_destroy(struct kfdsim_queue *q)
@@ -694,6 +703,7 @@ void kfdsim_queue_destroy(struct kfdsim_queue *q)
 	list_del(&q->dnode);
 	dev->nr_queues--;
 	spin_unlock(&dev->queue_lock);
+	kfdsim_sdma_unreserve(dev, q->type);
 	kfdsim_queue_put(q);
 }
 
@@ -780,7 +790,11 @@ int kfdsim_ioctl_create_queue(struct kfdsim_process *p, void *data)
 	q->ctx_size = args->ctx_save_restore_size;
 	q->ctl_stack_size = args->ctl_stack_size;
 	WRITE_ONCE(*kfdsim_doorbell_slot(pdd, dbid), 0);
-	kfdsim_queue_attach(q);
+	ret = kfdsim_queue_attach(q);
+	if (ret) {
+		kfdsim_queue_put(q);
+		goto out_unlock;
+	}
 
 	args->queue_id = qid;
 	args->doorbell_offset = KFDSIM_MMAP_TYPE_DOORBELL |

@@ -601,7 +601,10 @@ static int kfdsim_rst_check_objects(struct kfdsim_restore *r)
 		    (pq->ring_size && !is_power_of_2(pq->ring_size)) ||
 		    pq->percent > KFD_MAX_QUEUE_PERCENTAGE ||
 		    pq->priority > KFD_MAX_QUEUE_PRIORITY ||
-		    (pq->cur.active && kfdsim_dispatch_check(&pq->cur)) ||
+		    (pq->cur.active && (pq->type == KFD_IOC_QUEUE_TYPE_SDMA ||
+					pq->type == KFD_IOC_QUEUE_TYPE_SDMA_XGMI ?
+					kfdsim_sdma_check(&pq->cur) :
+					kfdsim_dispatch_check(&pq->cur))) ||
 		    test_and_set_bit(pq->queue_id, qids))
 			return -EINVAL;
 		for (k = 0; k < i; k++)
@@ -776,7 +779,11 @@ static int kfdsim_rst_apply(struct kfdsim_restore *r)
 		q->rptr = pq->rptr;
 		q->cur = pq->cur;
 		WRITE_ONCE(*kfdsim_doorbell_slot(pdd, q->doorbell_id), pq->doorbell);
-		kfdsim_queue_attach(q);
+		ret = kfdsim_queue_attach(q);
+		if (ret) {
+			kfdsim_queue_put(q);
+			return ret;
+		}
 	}
 	return 0;
 }

@@ -130,6 +130,7 @@ static int kfdsim_dev_create(unsigned int index)
 	dev->index = index;
 	dev->vram_size = (u64)vram_mb << 20;
 	spin_lock_init(&dev->queue_lock);
+	kfdsim_bar_init(&dev->bar);
 	INIT_LIST_HEAD(&dev->queues);
 	init_waitqueue_head(&dev->cp_wq);
 	dev->mmio_page = alloc_page(GFP_KERNEL | __GFP_ZERO);

@@ -17,6 +17,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/dma-buf.h>
 #include <linux/dma-mapping.h>
 #include <linux/iosys-map.h>
 #include <linux/mm.h>
@@ -64,28 +65,77 @@ static int kfdsim_gem_mmap(struct drm_gem_object *obj,
 	return drm_gem_shmem_mmap(to_drm_gem_shmem_obj(obj), vma);
 }
 
-static const struct drm_gem_object_funcs kfdsim_gem_funcs = {
-	.free		= drm_gem_shmem_object_free,
-	.print_info	= drm_gem_shmem_object_print_info,
-	.pin		= drm_gem_shmem_object_pin,
-	.unpin		= drm_gem_shmem_object_unpin,
-	.get_sg_table	= drm_gem_shmem_object_get_sg_table,
-	.vmap		= drm_gem_shmem_object_vmap,
-	.vunmap		= drm_gem_shmem_object_vunmap,
-	.mmap		= kfdsim_gem_mmap,
-	.vm_ops		= &drm_gem_shmem_vm_ops,
+/*
+ * GTT BOs; VRAM BOs differ only in their vm_ops: CPU mappings of VRAM go
+ * through the simulated PCIe BAR (kfdsim_bar.c).
+ */
+#define KFDSIM_GEM_FUNCS(_vm_ops) {					\
+	.free		= drm_gem_shmem_object_free,			\
+	.print_info	= drm_gem_shmem_object_print_info,		\
+	.pin		= drm_gem_shmem_object_pin,			\
+	.unpin		= drm_gem_shmem_object_unpin,			\
+	.get_sg_table	= drm_gem_shmem_object_get_sg_table,		\
+	.vmap		= drm_gem_shmem_object_vmap,			\
+	.vunmap		= drm_gem_shmem_object_vunmap,			\
+	.mmap		= kfdsim_gem_mmap,				\
+	.vm_ops		= _vm_ops,					\
+}
+static const struct drm_gem_object_funcs kfdsim_gem_funcs =
+	KFDSIM_GEM_FUNCS(&drm_gem_shmem_vm_ops);
+static const struct drm_gem_object_funcs kfdsim_gem_vram_funcs =
+	KFDSIM_GEM_FUNCS(&kfdsim_bar_vm_ops);
+
+/**
+ * struct kfdsim_gem - a KFD BO's backing
+ * @shmem: the GEM shmem object
+ * @kfd_flags: KFD_IOC_ALLOC_MEM_FLAGS_* of the BO it was created for
+ */
+struct kfdsim_gem {
+	struct drm_gem_shmem_object shmem;
+	u32 kfd_flags;
 };
 
 static struct drm_gem_object *kfdsim_gem_create_object(struct drm_device *ddev,
 						       size_t size)
 {
-	struct drm_gem_shmem_object *shmem;
+	struct kfdsim_gem *gem;
 
-	shmem = kzalloc(sizeof(*shmem), GFP_KERNEL);
-	if (!shmem)
+	gem = kzalloc(sizeof(*gem), GFP_KERNEL);
+	if (!gem)
 		return ERR_PTR(-ENOMEM);
-	shmem->base.funcs = &kfdsim_gem_funcs;
-	return &shmem->base;
+	gem->shmem.base.funcs = &kfdsim_gem_funcs;
+	return &gem->shmem.base;
+}
+
+/* The GPU whose render node made @obj. */
+struct kfdsim_dev *kfdsim_gem_dev(struct drm_gem_object *obj)
+{
+	return container_of(obj->dev, struct kfdsim_drm, ddev)->kdev;
+}
+
+/* KFD_IOC_ALLOC_MEM_FLAGS_* of the BO @obj was created for. */
+u32 kfdsim_gem_flags(struct drm_gem_object *obj)
+{
+	return container_of(obj, struct kfdsim_gem, shmem.base)->kfd_flags;
+}
+
+/*
+ * The kfdsim BO backing behind a dma-buf (exported by CHECKPOINT or
+ * RESTORE), or NULL for a dma-buf of anything else.  The dma-buf keeps
+ * the object alive; the caller takes its own reference if it keeps it.
+ */
+struct drm_gem_object *kfdsim_gem_from_dmabuf(struct dma_buf *buf)
+{
+	struct drm_gem_object *obj;
+
+	/* drm_gem_prime_export()'s ops: priv is the GEM object */
+	if (buf->ops->release != drm_gem_dmabuf_release ||
+	    buf->ops->mmap != drm_gem_dmabuf_mmap)
+		return NULL;
+	obj = buf->priv;
+	if (obj->funcs != &kfdsim_gem_funcs && obj->funcs != &kfdsim_gem_vram_funcs)
+		return NULL;
+	return obj;
 }
 
 DEFINE_DRM_GEM_FOPS(kfdsim_drm_fops);
@@ -162,10 +212,11 @@ static int kfdsim_gem_poison(struct drm_gem_shmem_object *shmem, u32 word)
 	return 0;
 }
 
-/* The backing of a VRAM (@vram) or GTT BO of @size bytes on @dev. */
+/* The backing of a VRAM or GTT BO (KFD @flags) of @size bytes on @dev. */
 struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
-					       u64 size, bool vram)
+					       u64 size, u32 flags)
 {
+	bool vram = flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM;
 	struct drm_gem_shmem_object *shmem;
 	u32 poison = READ_ONCE(vram_poison);
 	int ret = 0;
@@ -173,6 +224,9 @@ struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
 	shmem = drm_gem_shmem_create(&dev->drm->ddev, size);
 	if (IS_ERR(shmem))
 		return shmem;
+	container_of(shmem, struct kfdsim_gem, shmem)->kfd_flags = flags;
+	if (vram)
+		shmem->base.funcs = &kfdsim_gem_vram_funcs;
 	if (!stable_offsets)
 		ret = kfdsim_gem_place_offset(dev, &shmem->base);
 	if (!ret && vram && poison)

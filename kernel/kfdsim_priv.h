@@ -7,6 +7,7 @@
 
 #include <linux/idr.h>
 #include <linux/kref.h>
+#include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/mm_types.h>
 #include <linux/mutex.h>
@@ -58,6 +59,11 @@
 				 KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL | \
 				 KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP)
 
+/* SDMA engines per GPU and queues per engine, as amdkfd's Vega10 */
+#define KFDSIM_SDMA_ENGINES		2
+#define KFDSIM_SDMA_XGMI_ENGINES	2	/* with xgmi=1 only */
+#define KFDSIM_SDMA_QUEUES_PER_ENGINE	2
+
 /* GPU virtual address space, as amdkfd's gfx9 apertures */
 #define KFDSIM_GPUVM_BASE	0x4000ULL
 #define KFDSIM_GPUVM_LIMIT	((1ULL << 47) - 1)
@@ -72,6 +78,16 @@ struct kfdsim_dev;
 struct kfdsim_drm {
 	struct drm_device ddev;
 	struct kfdsim_dev *kdev;
+};
+
+/**
+ * struct kfdsim_bar - the PCIe BAR of one GPU, as CPU mappings of VRAM see it
+ * @lock: protects @next
+ * @next: per direction (0 read, 1 write), when the BAR is free again
+ */
+struct kfdsim_bar {
+	spinlock_t lock;
+	ktime_t next[2];
 };
 
 /**
@@ -94,6 +110,10 @@ struct kfdsim_drm {
  * @bounce: three chunk_kb + 16 byte buffers, used by @cp_thread only
  * @offset_next: first page after the last DRM fake offset handed out.
  *	Protected by the DRM device's vma_offset_manager lock
+ * @sdma_queues: SDMA and XGMI SDMA queues of every process on this GPU.
+ *	Protected by @queue_lock
+ * @bar: CPU accesses to its VRAM through the simulated PCIe BAR
+ *	(kfdsim_bar.c)
  */
 struct kfdsim_dev {
 	unsigned int index;
@@ -112,6 +132,8 @@ struct kfdsim_dev {
 	atomic_t cp_kick;
 	void *bounce[3];
 	u64 offset_next;
+	unsigned int sdma_queues[2];
+	struct kfdsim_bar bar;
 };
 
 struct kfdsim_process;
@@ -218,6 +240,8 @@ struct kfdsim_process {
  * @shmem: backing of a VRAM or GTT BO
  * @vaddr: kernel mapping of @shmem, made on first device access
  * @mapped: bit i set when mapped on the GPU of pdds[i]
+ * @imported: made by IMPORT_DMABUF: @shmem is another BO's backing and
+ *	no memory is charged for it
  */
 struct kfdsim_bo {
 	struct list_head node;
@@ -230,6 +254,7 @@ struct kfdsim_bo {
 	struct drm_gem_shmem_object *shmem;
 	void *vaddr;
 	u32 mapped;
+	bool imported;
 };
 
 /**
@@ -341,7 +366,11 @@ int kfdsim_drm_register(struct kfdsim_dev *dev);
 void kfdsim_drm_unregister(struct kfdsim_dev *dev);
 bool kfdsim_is_render_file(struct file *f, struct kfdsim_dev *dev);
 struct drm_gem_shmem_object *kfdsim_gem_create(struct kfdsim_dev *dev,
-					       u64 size, bool vram);
+					       u64 size, u32 flags);
+struct kfdsim_dev *kfdsim_gem_dev(struct drm_gem_object *obj);
+u32 kfdsim_gem_flags(struct drm_gem_object *obj);
+struct dma_buf;
+struct drm_gem_object *kfdsim_gem_from_dmabuf(struct dma_buf *buf);
 void *kfdsim_bo_kaddr(struct kfdsim_bo *bo);
 void kfdsim_bo_release_backing(struct kfdsim_bo *bo);
 
@@ -361,6 +390,9 @@ void kfdsim_process_clear(struct kfdsim_process *p);
 int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr);
 struct kfdsim_bo *kfdsim_bo_create(struct kfdsim_pdd *pdd, u32 flags, u64 va,
 				   u64 size, u64 user_addr, int handle);
+struct kfdsim_bo *kfdsim_bo_create_from(struct kfdsim_pdd *pdd, u32 flags, u64 va,
+					u64 size, u64 user_addr, int handle,
+					struct drm_gem_object *import);
 void kfdsim_bo_destroy(struct kfdsim_bo *bo);
 u64 kfdsim_bo_mmap_offset(struct kfdsim_bo *bo);
 bool kfdsim_va_conflicts(struct kfdsim_process *p, unsigned int pdd_idx,
@@ -391,7 +423,7 @@ int kfdsim_ioctl_update_queue(struct kfdsim_process *p, void *data);
 int kfdsim_ioctl_set_cu_mask(struct kfdsim_process *p, void *data);
 struct kfdsim_queue *kfdsim_queue_alloc(struct kfdsim_pdd *pdd);
 struct kfdsim_queue *kfdsim_queue_by_id(struct kfdsim_process *p, u32 qid);
-void kfdsim_queue_attach(struct kfdsim_queue *q);
+int kfdsim_queue_attach(struct kfdsim_queue *q);
 void kfdsim_queue_destroy(struct kfdsim_queue *q);
 void kfdsim_queue_put(struct kfdsim_queue *q);
 void kfdsim_process_kick(struct kfdsim_process *p);
@@ -399,6 +431,25 @@ void kfdsim_process_evict_queues(struct kfdsim_process *p);
 void kfdsim_process_restore_queues(struct kfdsim_process *p);
 u64 *kfdsim_doorbell_slot(struct kfdsim_pdd *pdd, u32 doorbell_id);
 int kfdsim_dispatch_check(const struct kfdsim_dispatch *d);
+
+int kfdsim_vm_rw(struct kfdsim_queue *q, u64 va, void *buf, size_t len,
+		 bool write, bool lenient);
+
+/* kfdsim_sdma.c */
+bool kfdsim_queue_is_sdma(const struct kfdsim_queue *q);
+int kfdsim_sdma_reserve(struct kfdsim_dev *dev, u32 type);
+void kfdsim_sdma_unreserve(struct kfdsim_dev *dev, u32 type);
+int kfdsim_sdma_check(const struct kfdsim_dispatch *d);
+int kfdsim_sdma_step(struct kfdsim_dev *dev, struct kfdsim_queue *q);
+unsigned int kfdsim_sdma_xgmi_engines(void);
+
+/* kfdsim_dmabuf.c */
+int kfdsim_ioctl_get_dmabuf_info(struct kfdsim_process *p, void *data);
+int kfdsim_ioctl_import_dmabuf(struct kfdsim_process *p, void *data);
+
+/* kfdsim_bar.c */
+void kfdsim_bar_init(struct kfdsim_bar *bar);
+extern const struct vm_operations_struct kfdsim_bar_vm_ops;
 
 /* kfdsim_criu.c */
 int kfdsim_ioctl_criu(struct kfdsim_process *p, void *data);

@@ -113,9 +113,9 @@ static ssize_t kfdsim_show_node_props(unsigned int node, char *buf)
 	KFDSIM_PROP("domain", 0);
 	KFDSIM_PROP("drm_render_minor", gpu ? dev->render_minor : 0);
 	KFDSIM_PROP("hive_id", gpu ? kfdsim_hive_id() : 0);
-	KFDSIM_PROP("num_sdma_engines", gpu ? 2 : 0);
-	KFDSIM_PROP("num_sdma_xgmi_engines", 0);
-	KFDSIM_PROP("num_sdma_queues_per_engine", gpu ? 2 : 0);
+	KFDSIM_PROP("num_sdma_engines", gpu ? KFDSIM_SDMA_ENGINES : 0);
+	KFDSIM_PROP("num_sdma_xgmi_engines", gpu ? kfdsim_sdma_xgmi_engines() : 0);
+	KFDSIM_PROP("num_sdma_queues_per_engine", gpu ? KFDSIM_SDMA_QUEUES_PER_ENGINE : 0);
 	KFDSIM_PROP("num_cp_queues", gpu ? 24 : 0);
 	if (gpu) {
 		KFDSIM_PROP("max_engine_clk_fcompute", 1500);

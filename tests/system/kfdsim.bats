@@ -80,6 +80,8 @@ cpu_result() {
 
 # Start the workload in the background, its output in $BATS_TEST_TMPDIR/wl.out.
 start_workload() {
+	# not the last run's output: wait_for_line could find it first
+	rm -f "$BATS_TEST_TMPDIR/wl.out"
 	kfd-workload "$@" >"$BATS_TEST_TMPDIR/wl.out" 2>&1 3>&- &
 	WL_PID=$!
 }
@@ -88,7 +90,7 @@ start_workload() {
 wait_for_line() {
 	local i
 	for ((i = 0; i < 300; i++)); do
-		grep -q "$1" "$BATS_TEST_TMPDIR/wl.out" && return 0
+		grep -qs "$1" "$BATS_TEST_TMPDIR/wl.out" && return 0
 		kill -0 "$WL_PID" 2>/dev/null || break
 		sleep 0.1
 	done
