@@ -34,10 +34,11 @@ struct helper {
 	int ckpt_signal;
 	unsigned int keep;
 
+	unsigned int run;		/* R: slurmctld's restart count of the job */
+	char node[64];			/* this host */
+	char cluster[64];		/* slurmctld's ClusterName */
+
 	/* from the task's HELLO */
-	unsigned int run;		/* R: SLURM_RESTART_COUNT */
-	char node[64];
-	char cluster[64];
 	int stdio[3];			/* the task's fds 0..2 */
 	char keys[3][PATH_MAX];		/* their criu file keys, "" none */
 
@@ -86,6 +87,8 @@ void hinfo(struct helper *h, const char *fmt, ...);
 /* Wait up to @ms for a signal other than @until; handle it. */
 void helper_poll_signals(struct helper *h, int ms);
 void journal_exit(struct helper *h, int wstatus);
+/* The ended task's wait status, as the helper will exit with it. */
+int helper_task_status(struct helper *h);
 
 /* helper_ckpt.c */
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err);
@@ -114,6 +117,7 @@ struct step_view {
 };
 
 int hslurm_init(void);
+void hslurm_cluster(char *buf, size_t len);
 int hslurm_job(uint32_t job, struct job_view *v);
 int hslurm_steps(uint32_t job, struct step_view **steps, unsigned int *n);
 int hslurm_signal_steps(uint32_t job, int sig);

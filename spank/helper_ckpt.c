@@ -25,6 +25,7 @@
 #include <slurm/slurm.h>
 
 #include "lib/kfdcr_topology.h"
+#include "criu_img.h"
 #include "helper.h"
 #include "node_ns.h"
 
@@ -69,6 +70,7 @@ static int task_dir(int dirfd, long step, uint32_t task)
 		return sfd;
 	snprintf(name, sizeof(name), "task.%u", task);
 	tfd = mkdir_open(sfd, name, 0755);
+	fsync(sfd);	/* the task folder's name, before anything commits it */
 	close(sfd);
 	return tfd;
 }
@@ -208,28 +210,45 @@ int visible_gpus(char *ids, size_t idlen, char *render, size_t rlen, unsigned in
 
 /* ---- storage ---- */
 
+/*
+ * JOB: the folder's identity.  An existing one must name this job, user
+ * and cluster, and a job's first run (restart count 0) must not find one
+ * at all: that is an earlier job with the same id (ids wrap).  Slurm gives
+ * no identity that survives a requeue but the id (a requeue resets the
+ * submit time), hence the first-run rule.  The user is granted read
+ * access only after these checks.
+ */
 static int write_job_file(struct helper *h, struct kfdcr_err *err)
 {
-	char buf[512], *text = NULL, v[64];
+	char buf[512], *text = NULL, v[64], c[64];
 	int ret;
 
 	ret = kfdcr_read_small(h->jobfd, "JOB", &text, 4096, NULL);
 	if (!ret) {
 		bool ok = kfdcr_kv_get(text, "job", v, sizeof(v)) && strtoul(v, NULL, 10) == h->job &&
 			  kfdcr_kv_get(text, "uid", v, sizeof(v)) && strtoul(v, NULL, 10) == h->uid;
+		bool same_cluster = kfdcr_kv_get(text, "cluster", c, sizeof(c)) && !strcmp(c, h->cluster);
 
 		free(text);
 		if (!ok)
 			return kfdcr_errf(err, "%s/%u/JOB names another job or user: refused", h->root, h->job);
-		return 0;
+		if (h->batch && !same_cluster)
+			return kfdcr_errf(err, "%s/%u/JOB belongs to cluster '%s', not '%s': refused", h->root, h->job,
+					  c, h->cluster);
+		if (h->batch && h->run == 0)
+			return kfdcr_errf(err, "%s/%u holds an earlier job %u's checkpoints (job ids wrap) and this "
+					  "is the job's first run: refused; an administrator removes it with kfdcr prune "
+					  "--finished", h->root, h->job, h->job);
+		return kfdcr_grant_read(h->jobfd, h->uid, h->gid, err);
 	}
 	if (!h->batch)
-		return 0;
+		return kfdcr_errf(err, "%s/%u has no JOB record yet: refused", h->root, h->job);
 	snprintf(buf, sizeof(buf), "job %u\nuid %u\ngid %u\ncluster %s\nsignal %d\nrequest_signal %d\n"
 		 "created %llu\n", h->job, (unsigned int)h->uid, (unsigned int)h->gid,
 		 h->cluster[0] ? h->cluster : "-", h->ckpt_signal, h->site.request_signal,
 		 (unsigned long long)kfdcr_now_ms());
-	return kfdcr_write_atomic(h->jobfd, "JOB", buf, strlen(buf), err);
+	ret = kfdcr_write_atomic(h->jobfd, "JOB", buf, strlen(buf), err);
+	return ret ? ret : kfdcr_grant_read(h->jobfd, h->uid, h->gid, err);
 }
 
 int ckpt_open_storage(struct helper *h, struct kfdcr_err *err)
@@ -431,6 +450,40 @@ static bool task_gone(struct helper *h)
 	return waitid(P_PID, h->init, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == h->init;
 }
 
+/* Remove every file of the task folder @taskfd. */
+static void clear_task_dir(int taskfd)
+{
+	struct dirent *de;
+	int fd = dup(taskfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			kfdcr_rmtree(taskfd, de->d_name);
+	closedir(d);
+}
+
+/* A dump that must not be kept: no image, a failed TASK naming why. */
+static int refuse_dump(struct helper *h, int taskfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
+{
+	struct kfdcr_err werr;
+
+	clear_task_dir(taskfd);
+	t->state = KFDCR_TASK_FAILED;
+	snprintf(t->error, sizeof(t->error), "%.400s (node %.63s)", err->msg, h->node);
+	hlog(h, "dump refused: %s", t->error);
+	kfdcr_task_write(taskfd, t, &werr);
+	kfdcr_errf(err, "%s", t->error);
+	kfdcr_task_free(t);
+	return -EPERM;
+}
+
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
 {
 	char dfd[32], pid[16], *argv[20], *env[2] = { NULL, NULL };
@@ -442,6 +495,9 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 	if (h->init <= 0)
 		return kfdcr_errf(err, "the task is not running");
 	fill_task_rec(h, &t);
+	/* root criu must not save the memory of a setuid or non-dumpable process */
+	if (kfdcr_proc_check_creds(h->init, h->uid, h->gid, err))
+		return refuse_dump(h, taskfd, &t, err);
 	snprintf(dfd, sizeof(dfd), "/proc/self/fd/%d", taskfd);
 	snprintf(pid, sizeof(pid), "%d", (int)h->init);
 	n = set_args(argv, (char *[]){ "criu", "dump", "-t", pid, "-D", dfd, "-L", h->site.criu_plugins,
@@ -469,6 +525,9 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 		else
 			criu_errors(taskfd, "dump.log", t.error, sizeof(t.error));
 		snprintf(t.error + strlen(t.error), sizeof(t.error) - strlen(t.error), " (node %s)", h->node);
+	} else if (kfdcr_criu_check_creds(taskfd, h->uid, h->gid, err)) {
+		/* it changed credentials between the check and the dump */
+		return refuse_dump(h, taskfd, &t, err);
 	} else {
 		t.state = KFDCR_TASK_IMAGE;
 	}
@@ -526,10 +585,11 @@ static int serve_request(struct helper *h, enum helper_op unused)
 	if (h->init <= 0) {
 		struct kfdcr_task_rec t;
 
+		/* it ended (SIGCHLD came with the request): an exited task, not a failure */
 		fill_task_rec(h, &t);
-		t.state = KFDCR_TASK_FAILED;
-		snprintf(t.error, sizeof(t.error), "step %ld task %u on %s has no running task", h->index,
-			 h->task, h->node);
+		t.state = KFDCR_TASK_EXITED;
+		t.wstatus = helper_task_status(h);
+		hlog(h, "request %s: the task has ended (wait status %#x)", id, t.wstatus);
 		kfdcr_task_write(tfd, &t, &err);
 		kfdcr_task_free(&t);
 	} else {
@@ -655,7 +715,7 @@ struct commit_info {
 static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_err *err)
 {
 	struct kfdcr_manifest m = { 0 };
-	char name[16], nodes[512];
+	char name[16], raw[512], nodes[1024];
 	int ckfd, seq, ret;
 
 	ckfd = openat(h->jobfd, ci->tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -687,16 +747,23 @@ static int commit(struct helper *h, const struct commit_info *ci, struct kfdcr_e
 		if (renameat(h->jobfd, ci->tmpname, h->jobfd, name))
 			ret = kfdcr_errf(err, "rename %s: %s", ci->tmpname, strerror(errno));
 	}
-	if (!ret) {
-		fsync(h->jobfd);
+	if (!ret && fsync(h->jobfd))
+		ret = kfdcr_errf(err, "%s/%u: fsync: %s", h->root, h->job, strerror(errno));
+	if (!ret)
 		ret = kfdcr_latest_write(h->jobfd, (unsigned int)seq, err);
-	}
 	if (ret) {
 		kfdcr_manifest_free(&m);
 		return -1;
 	}
-	kfdcr_prune(h->jobfd, h->keep, (unsigned int)seq);
-	kfdcr_manifest_nodes(&m, nodes, sizeof(nodes));
+	/*
+	 * Only once LATEST and the folder are on disk (kfdcr_latest_write
+	 * syncs both); never the checkpoint this run restored from: a step
+	 * that was running at that checkpoint may still be restored from it.
+	 */
+	if (fsync(h->jobfd) == 0)
+		kfdcr_prune_protect(h->jobfd, h->keep, (unsigned int)seq, h->restored_from);
+	kfdcr_manifest_nodes(&m, raw, sizeof(raw));
+	kfdcr_json_escape(raw, nodes, sizeof(nodes));
 	log_event(h, "{\"time\":%llu,\"event\":\"checkpoint\",\"ok\":true,\"seq\":%d,\"op\":\"%s\",\"run\":%u,"
 		  "\"batch\":\"%s\",\"duration_ms\":%llu,\"bytes\":%llu,\"tasks\":%u,\"files\":%u,"
 		  "\"nodes\":\"%s\"}", (unsigned long long)(kfdcr_now_ms() / 1000), seq, ci->op, ci->run,
@@ -1162,7 +1229,7 @@ int ckpt_job_start(struct helper *h)
 {
 	struct kfdcr_err err = { "" };
 	unsigned int *seqs = NULL, n = 0, latest = 0, bad = 0;
-	char run[512];
+	char run[512], node[400];
 	const char *mode;
 
 	finish_vacates(h);
@@ -1204,9 +1271,10 @@ int ckpt_job_start(struct helper *h)
 		hsay(h, "%s", err.msg);
 		return -1;
 	}
+	kfdcr_json_escape(h->node, node, sizeof(node));
 	log_event(h, "{\"time\":%llu,\"event\":\"start\",\"run\":%u,\"mode\":\"%s\",\"restored_from\":%u,"
 		  "\"node\":\"%s\"}", (unsigned long long)(kfdcr_now_ms() / 1000), h->run, mode, h->restored_from,
-		  h->node);
+		  node);
 	if (h->restored_from)
 		hinfo(h, "job %u run %u: restoring from checkpoint %u (%s)", h->job, h->run, h->restored_from,
 		      mode);
@@ -1312,27 +1380,130 @@ mismatch:
 
 /* ---- restore ---- */
 
+/*
+ * The task's regular files, opened as the job's user and checked as criu
+ * would, each to be inherited by criu under its path key: root criu never
+ * opens a path the user controls (docs/design.md, section 8.3).
+ * Appends "--inherit-fd" pairs to @argv (from @n) and the fds to @keep.
+ */
+static int user_files(struct helper *h, int taskfd, const struct kfdcr_task_rec *t, bool in_node_ns,
+		      char **argv, int *n, int *keep, int *nkeep, char **inh, unsigned int cap,
+		      struct kfdcr_err *err)
+{
+	/* node namespaces: their /tmp and /dev/shm come back from the images */
+	static const char *const archived[] = { "/tmp", "/dev/shm", NULL };
+	const char *skip[5] = { NULL };
+	struct kfdcr_cplan plan;
+	const char **paths = NULL;
+	int *flags = NULL, *fds = NULL, ns = 0, ret = 0;
+
+	for (int i = 0; i < 3; i++)
+		if (t->stdio[i][0])
+			skip[ns++] = t->stdio[i];
+	if (h->batch && t->script[0])
+		skip[ns++] = t->script;
+	if (kfdcr_criu_plan(taskfd, skip, in_node_ns ? archived : NULL, &plan, err))
+		return -1;
+	hlog(h, "%u files to open as uid %u, %u left to criu", plan.nopen, (unsigned int)h->uid, plan.skipped);
+	if (!plan.nopen)
+		goto out;
+	if (plan.nopen > cap) {
+		ret = kfdcr_errf(err, "files.img: more entries than it has room for");
+		goto out;
+	}
+	paths = calloc(plan.nopen, sizeof(*paths));
+	flags = calloc(plan.nopen, sizeof(*flags));
+	fds = calloc(plan.nopen, sizeof(*fds));
+	if (!paths || !flags || !fds) {
+		ret = kfdcr_errf(err, "out of memory");
+		goto out;
+	}
+	for (unsigned int i = 0; i < plan.nopen; i++) {
+		paths[i] = plan.open[i].path;
+		flags[i] = plan.open[i].flags;
+	}
+	ret = kfdcr_open_as_user(h->uid, h->gid, paths, flags, plan.nopen, fds);
+	if (ret) {
+		ret = kfdcr_errf(err, "cannot open the task's files as uid %u: %s", (unsigned int)h->uid,
+				 strerror(-ret));
+		goto out;
+	}
+	for (unsigned int i = 0; i < plan.nopen; i++) {
+		const struct kfdcr_copen *o = &plan.open[i];
+
+		if (fds[i] < 0) {
+			ret = kfdcr_errf(err, "the task had %s open; as uid %u it cannot be opened now: %s", o->path,
+					 (unsigned int)h->uid, strerror(-fds[i]));
+			break;
+		}
+		keep[(*nkeep)++] = fds[i];
+		if (kfdcr_copen_check(&plan, o, fds[i], err)) {
+			ret = -1;
+			break;
+		}
+		if (asprintf(&inh[i], "fd[%d]:%s", fds[i], o->key) < 0) {
+			inh[i] = NULL;
+			ret = kfdcr_errf(err, "out of memory");
+			break;
+		}
+		argv[(*n)++] = "--inherit-fd";
+		argv[(*n)++] = inh[i];
+	}
+	for (unsigned int i = 0; ret && i < plan.nopen; i++) {
+		bool kept = false;
+
+		for (int k = 0; k < *nkeep; k++)
+			kept |= keep[k] == fds[i];
+		if (fds[i] >= 0 && !kept)
+			close(fds[i]);
+	}
+out:
+	free(paths);
+	free(flags);
+	free(fds);
+	kfdcr_cplan_free(&plan);
+	return ret ? -1 : 0;
+}
+
+static unsigned int count_files(int taskfd)
+{
+	struct stat st;
+
+	/* an upper bound of the regular-file entries: one per 8 bytes of files.img */
+	if (fstatat(taskfd, "files.img", &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
+		return 0;
+	return (unsigned int)(st.st_size / 8) + 1;
+}
+
 int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 {
 	char dfd[32], wfd[32], targets[300], ids[256], render[256], logname[96], inh[4][PATH_MAX + 32];
-	char *argv[40], *env[2] = { NULL, NULL };
+	char **argv = NULL, **uinh = NULL, *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
 	struct node_ns_criu ns;
-	int keep[6], nkeep = 0, n, rc, logfd, fds[4] = { -1, -1, -1, -1 };
-	unsigned int ngpus;
+	int *keep = NULL, nkeep = 0, n, rc = -1, logfd = -1, fds[4] = { -1, -1, -1, -1 };
+	unsigned int ngpus, nfiles = count_files(taskfd);
+	bool in_node_ns;
 	uint64_t t0 = kfdcr_now_ms();
 	char *pidtext = NULL;
 
 	if (kfdcr_task_read(taskfd, &t, err))
 		return -1;
+	argv = calloc(48 + 2 * (size_t)nfiles, sizeof(*argv));
+	keep = calloc(8 + (size_t)nfiles, sizeof(*keep));
+	uinh = calloc(nfiles + 1, sizeof(*uinh));
+	if (!argv || !keep || !uinh) {
+		kfdcr_errf(err, "out of memory");
+		goto out;
+	}
 	if (h->batch)
 		snprintf(logname, sizeof(logname), "restore.step.batch.task.%u", h->task);
 	else
 		snprintf(logname, sizeof(logname), "restore.step.%ld.task.%u", h->index, h->task);
 	logfd = mkdir_open(h->runfd, logname, 0755);
 	if (logfd < 0) {
-		kfdcr_task_free(&t);
-		return kfdcr_errf(err, "cannot create run.%u/%s: %s", h->run, logname, strerror(-logfd));
+		kfdcr_errf(err, "cannot create run.%u/%s: %s", h->run, logname, strerror(-logfd));
+		goto out;
 	}
 	unlinkat(logfd, "pid", 0);
 	snprintf(dfd, sizeof(dfd), "/proc/self/fd/%d", taskfd);
@@ -1374,7 +1545,12 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 			argv[n++] = inh[3];
 		}
 	}
-	node_ns_restore_args(&ns, taskfd, logfd, "restore.log", argv, &n);
+	in_node_ns = node_ns_restore_args(&ns, taskfd, logfd, "restore.log", argv, &n);
+	if (user_files(h, taskfd, &t, in_node_ns, argv, &n, keep, &nkeep, uinh, nfiles, err)) {
+		kfdcr_errf(err, "restore of %s of job %u from checkpoint %u refused: %s", logname + 8, h->job,
+			   h->restored_from, err->msg);
+		goto out;
+	}
 	argv[n] = NULL;
 	visible_gpus(ids, sizeof(ids), render, sizeof(render), &ngpus);
 	if (ngpus) {
@@ -1386,30 +1562,38 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	mkdir(h->init_dir, 0700);
 	hlog(h, "restoring from %s onto GPUs %s", dfd, ngpus ? render : "(none)");
 	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout, &ns);
-	for (int i = 0; i < 4; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	kfdcr_task_free(&t);
 	if (rc) {
 		char msg[400];
 
 		criu_errors(logfd, "restore.log", msg, sizeof(msg));
-		close(logfd);
-		return kfdcr_errf(err, "restore of %s of job %u from checkpoint %u on %s failed: %s "
-				  "(log: %s/%u/run.%u/%s/restore.log)", logname + 8, h->job,
-				  h->restored_from, h->node, msg, h->root, h->job, h->run, logname);
+		kfdcr_errf(err, "restore of %s of job %u from checkpoint %u on %s failed: %s "
+			   "(log: %s/%u/run.%u/%s/restore.log)", logname + 8, h->job,
+			   h->restored_from, h->node, msg, h->root, h->job, h->run, logname);
+		goto out;
 	}
 	if (kfdcr_read_small(logfd, "pid", &pidtext, 64, err)) {
-		close(logfd);
-		return kfdcr_errf(err, "criu restore wrote no pid file");
+		kfdcr_errf(err, "criu restore wrote no pid file");
+		rc = -1;
+		goto out;
 	}
-	close(logfd);
 	h->init = (pid_t)strtol(pidtext, NULL, 10);
 	free(pidtext);
 	hinfo(h, "restored %s of job %u from checkpoint %u on %s (GPUs %s) in %llu ms",
 	      logname + 8, h->job, h->restored_from, h->node,
 	      ngpus ? render : "none", (unsigned long long)(kfdcr_now_ms() - t0));
-	return 0;
+out:
+	/* every fd but the two folders was opened here for criu */
+	for (int i = 2; keep && i < nkeep; i++)
+		close(keep[i]);
+	if (logfd >= 0)
+		close(logfd);
+	for (unsigned int i = 0; uinh && i <= nfiles; i++)
+		free(uinh[i]);
+	free(uinh);
+	free(argv);
+	free(keep);
+	kfdcr_task_free(&t);
+	return rc ? -1 : 0;
 }
 
 int ckpt_serve_request(struct helper *h)

@@ -215,9 +215,18 @@ static int file_key(int fd, char *key, size_t len)
 	return 0;
 }
 
+/* This host's name without its domain: Slurm's node name in the usual setup. */
+static void node_name(char *buf, size_t len)
+{
+	if (gethostname(buf, len))
+		snprintf(buf, len, "-");
+	buf[len - 1] = '\0';
+	buf[strcspn(buf, ".")] = '\0';
+}
+
 static int receive_hello(struct helper *h, struct kfdcr_err *err)
 {
-	char buf[8192], val[256];
+	char buf[8192];
 	struct msghdr mh = { 0 };
 	struct iovec iov = { buf, sizeof(buf) - 1 };
 	union {
@@ -245,23 +254,34 @@ static int receive_hello(struct helper *h, struct kfdcr_err *err)
 	memcpy(h->stdio, CMSG_DATA(c), sizeof(h->stdio));
 	for (int i = 0; i < 3; i++)
 		file_key(h->stdio[i], h->keys[i], sizeof(h->keys[i]));
-	/* "KEY=VALUE" lines */
-	for (char *line = strtok(buf + 6, "\n"); line; line = strtok(NULL, "\n")) {
-		char *eq = strchr(line, '=');
+	/*
+	 * The task's environment is the user's: nothing in it is trusted.  The
+	 * restart count and the cluster come from slurmctld, the node name
+	 * from this host.
+	 */
+	node_name(h->node, sizeof(h->node));
+	return 0;
+}
 
-		if (!eq)
-			continue;
-		*eq = '\0';
-		snprintf(val, sizeof(val), "%s", eq + 1);
-		if (!strcmp(line, "SLURM_RESTART_COUNT"))
-			h->run = (unsigned int)strtoul(val, NULL, 10);
-		else if (!strcmp(line, "SLURMD_NODENAME"))
-			snprintf(h->node, sizeof(h->node), "%.63s", val);
-		else if (!strcmp(line, "SLURM_CLUSTER_NAME"))
-			snprintf(h->cluster, sizeof(h->cluster), "%.63s", val);
+/*
+ * R, the run: slurmctld's restart count of the job.  Not the task's
+ * SLURM_RESTART_COUNT (the user's environment), nor the SPANK item
+ * S_SLURM_RESTART_COUNT (slurmstepd never sets it on 22.05: always 0).
+ */
+static int job_run(struct helper *h, struct kfdcr_err *err)
+{
+	struct job_view v;
+	int ret = -1;
+
+	for (int i = 0; i < 5 && ret; i++) {
+		ret = hslurm_job(h->job, &v);
+		if (ret)
+			usleep(500 * 1000);
 	}
-	if (!h->node[0])
-		gethostname(h->node, sizeof(h->node));
+	if (ret)
+		return kfdcr_errf(err, "cannot learn job %u's restart count from slurmctld: %s", h->job,
+				  hslurm_strerror(-ret));
+	h->run = v.restart_cnt;
 	return 0;
 }
 
@@ -323,6 +343,9 @@ static int join_my_cgroup(struct helper *h, pid_t pid)
 static int listen_socket(struct helper *h, struct kfdcr_err *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int ret;
 
 	if (h->batch)
 		snprintf(h->sock_path, sizeof(h->sock_path), "%.3900s/%u.batch.%u.sock", h->site.rundir,
@@ -333,16 +356,21 @@ static int listen_socket(struct helper *h, struct kfdcr_err *err)
 	snprintf(h->init_dir, sizeof(h->init_dir), "%.*s.d", (int)(strlen(h->sock_path) - 5),
 		 h->sock_path);
 	mkdir(h->site.rundir, 0755);
+	if (lstat(h->site.rundir, &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022))
+		return kfdcr_errf(err, "%s must be a folder owned by root and writable by root only: refused",
+				  h->site.rundir);
 	mkdir(h->init_dir, 0700);
 	if (strlen(h->sock_path) >= sizeof(sa.sun_path))
 		return kfdcr_errf(err, "%s: path too long for a socket", h->sock_path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->sock_path);
 	h->lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	unlink(h->sock_path);
-	if (h->lsock < 0 || bind(h->lsock, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(h->lsock, 8))
+	/* the socket is made 0600: no window in which others could connect */
+	old = umask(0177);
+	ret = h->lsock < 0 || bind(h->lsock, (struct sockaddr *)&sa, sizeof(sa)) || listen(h->lsock, 8);
+	umask(old);
+	if (ret)
 		return kfdcr_errf(err, "%s: %s", h->sock_path, strerror(errno));
-	chmod(h->sock_path, 0600);
 	return 0;
 }
 
@@ -438,13 +466,20 @@ static __attribute__((noreturn)) void exit_like(int ws)
 	_exit(WIFEXITED(ws) ? WEXITSTATUS(ws) : 1);
 }
 
-static __attribute__((noreturn)) void finish(struct helper *h)
+int helper_task_status(struct helper *h)
 {
 	int ws = h->have_status ? h->wstatus : init_status;
 
 	/* an init that could not report exits 128 + signal */
 	if (!h->have_status && WIFEXITED(ws) && WEXITSTATUS(ws) > 128 && WEXITSTATUS(ws) < 128 + 65)
 		ws = WEXITSTATUS(ws) - 128;
+	return ws;
+}
+
+static __attribute__((noreturn)) void finish(struct helper *h)
+{
+	int ws = helper_task_status(h);
+
 	journal_exit(h, ws);
 	hlog(h, "exit with wait status %#x", ws);
 	cleanup(h);
@@ -708,6 +743,10 @@ int main(int argc, char **argv)
 	if (join_my_cgroup(h, h->init) || (h->child > 0 && join_my_cgroup(h, h->child)))
 		hlog(h, "warning: the task is not in the task's cgroup");
 	hslurm_init();
+	if (h->batch)	/* JOB's cluster is checked at job start, not per step task */
+		hslurm_cluster(h->cluster, sizeof(h->cluster));
+	if (job_run(h, &err))
+		fail(h, err.msg);
 	if (listen_socket(h, &err) || ckpt_open_storage(h, &err))
 		fail(h, err.msg);
 

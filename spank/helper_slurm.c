@@ -6,6 +6,7 @@
  * the job, signals to its steps or its batch script, and requeue.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <slurm/slurm.h>
@@ -17,6 +18,18 @@ int hslurm_init(void)
 {
 	slurm_init(NULL);
 	return 0;
+}
+
+void hslurm_cluster(char *buf, size_t len)
+{
+	slurm_conf_t *conf = NULL;
+
+	snprintf(buf, len, "-");
+	if (slurm_load_ctl_conf((time_t)0, &conf) != SLURM_SUCCESS || !conf)
+		return;
+	if (conf->cluster_name && conf->cluster_name[0])
+		snprintf(buf, len, "%s", conf->cluster_name);
+	slurm_free_ctl_conf(conf);
 }
 
 const char *hslurm_strerror(int err)

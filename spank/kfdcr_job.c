@@ -758,8 +758,18 @@ int kfdcr_rmtree(int dirfd, const char *name)
 	return ret;
 }
 
+static int file_crc(int dirfd, const char *name, uint64_t *size, uint32_t *crc, bool sync,
+		    struct kfdcr_err *err);
+
 int kfdcr_file_crc(int dirfd, const char *name, uint64_t *size, uint32_t *crc,
 		   struct kfdcr_err *err)
+{
+	return file_crc(dirfd, name, size, crc, false, err);
+}
+
+/* With @sync (the node that wrote the file), also make its data durable. */
+static int file_crc(int dirfd, const char *name, uint64_t *size, uint32_t *crc, bool sync,
+		    struct kfdcr_err *err)
 {
 	struct stat st;
 	uint32_t c = 0;
@@ -796,6 +806,10 @@ int kfdcr_file_crc(int dirfd, const char *name, uint64_t *size, uint32_t *crc,
 		total += n;
 	}
 	free(buf);
+	if (!ret && sync && fsync(fd)) {
+		ret = -errno;
+		kfdcr_errf(err, "%s: fsync: %s", name, strerror(errno));
+	}
 	close(fd);
 	*size = total;
 	*crc = c;
@@ -839,12 +853,15 @@ int kfdcr_grant_read(int dirfd, uid_t uid, gid_t gid, struct kfdcr_err *err)
 int kfdcr_jobdir_open(int rootfd, uint32_t jobid, uid_t uid, gid_t gid, bool create,
 		      struct kfdcr_err *err)
 {
+	bool created = false;
 	char name[16];
 	struct stat st;
 	int fd, ret;
 
 	snprintf(name, sizeof(name), "%u", jobid);
-	if (create && mkdirat(rootfd, name, 0700) && errno != EEXIST)
+	if (create && mkdirat(rootfd, name, 0700) == 0)
+		created = true;
+	else if (create && errno != EEXIST)
 		return kfdcr_errf(err, "cannot create the job folder %s: %s", name, strerror(errno)), -errno;
 	fd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
@@ -858,7 +875,12 @@ int kfdcr_jobdir_open(int rootfd, uint32_t jobid, uid_t uid, gid_t gid, bool cre
 		return kfdcr_errf(err, "job folder %s is not owned by root (uid %u): refused, kfdcr "
 				  "creates it itself", name, (unsigned int)st.st_uid), -EPERM;
 	}
-	if (create) {
+	/*
+	 * Only a folder made just now is granted here: an existing one may be
+	 * another job's (job ids wrap, clusters share file systems), and is
+	 * granted by the caller once its JOB record names this job and user.
+	 */
+	if (created) {
 		ret = kfdcr_grant_read(fd, uid, gid, err);
 		if (ret) {
 			close(fd);
@@ -979,7 +1001,12 @@ int kfdcr_task_write(int dirfd, struct kfdcr_task_rec *t, struct kfdcr_err *err)
 	t->files = NULL;
 	t->nfiles = 0;
 	if (t->state == KFDCR_TASK_IMAGE || t->state == KFDCR_TASK_FAILED) {
+		/* every file durable (list_files syncs each), then their names */
 		ret = list_files(dirfd, TASKFILE, &t->files, &t->nfiles, err);
+		if (!ret && fsync(dirfd)) {
+			ret = -errno;
+			kfdcr_errf(err, "image folder: fsync: %s", strerror(errno));
+		}
 		if (ret)
 			return ret;
 	}
@@ -1173,7 +1200,7 @@ static int list_files(int dirfd, const char *skip, struct kfdcr_file_ent **out, 
 		}
 		/* the job folder's ACL decides who reads: criu writes 0600 */
 		fchmodat(dirfd, de->d_name, 0644, 0);
-		ret = kfdcr_file_crc(dirfd, de->d_name, &size, &crc, err);
+		ret = file_crc(dirfd, de->d_name, &size, &crc, true, err);
 		if (!ret && add_file(out, n, de->d_name, size, crc)) {
 			kfdcr_errf(err, "out of memory");
 			ret = -ENOMEM;
@@ -1641,6 +1668,11 @@ int kfdcr_list_seqs(int jobfd, unsigned int **seqs, unsigned int *n)
 
 int kfdcr_prune(int jobfd, unsigned int keep, unsigned int latest)
 {
+	return kfdcr_prune_protect(jobfd, keep, latest, 0);
+}
+
+int kfdcr_prune_protect(int jobfd, unsigned int keep, unsigned int latest, unsigned int protect)
+{
 	unsigned int *seqs, n, kept = 0;
 	int ret = kfdcr_list_seqs(jobfd, &seqs, &n);
 
@@ -1656,6 +1688,8 @@ int kfdcr_prune(int jobfd, unsigned int keep, unsigned int latest)
 			kept++;
 			continue;
 		}
+		if (protect && seqs[i] == protect)
+			continue;	/* still being restored from: kept beyond @keep */
 		snprintf(name, sizeof(name), "%u", seqs[i]);
 		if (kfdcr_rmtree(jobfd, name))
 			ret = -EIO;

@@ -238,6 +238,8 @@ int kfdcr_latest_write(int jobfd, unsigned int seq, struct kfdcr_err *err);
 int kfdcr_list_seqs(int jobfd, unsigned int **seqs, unsigned int *n);
 /* Remove committed checkpoints older than the @keep newest; never @latest. */
 int kfdcr_prune(int jobfd, unsigned int keep, unsigned int latest);
+/* The same, never removing checkpoint @protect (0: none). */
+int kfdcr_prune_protect(int jobfd, unsigned int keep, unsigned int latest, unsigned int protect);
 
 /* ---- misc ---- */
 

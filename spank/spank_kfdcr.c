@@ -461,7 +461,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 
 /* The entries of the task's environment the helper needs. */
 static const char *const hello_env[] = {
-	"SLURM_RESTART_COUNT", "SLURMD_NODENAME", "SLURM_CLUSTER_NAME", "SLURM_JOB_NODELIST",
+	"SLURM_JOB_NODELIST",
 	"SLURM_STEP_NUM_TASKS", "SLURM_JOB_PARTITION", "SLURM_SUBMIT_DIR",
 	"SLURM_SPANK__SLURM_SPANK_OPTION_kfdcr_checkpoint_dir",
 	"ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "CUDA_VISIBLE_DEVICES",

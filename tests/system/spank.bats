@@ -342,10 +342,59 @@ EOF2
 		case $kind in
 		own-folder) grep -q "job folder $b is not owned by root .*: refused" "$HOME_B/$T/$kind.out" ;;
 		symlink) grep -q "job folder $b is a symlink or not a folder: refused" "$HOME_B/$T/$kind.out" ;;
-		foreign) grep -q "MANIFEST is for job $job, not $b: refused" "$HOME_B/$T/$kind.out" ;;
+		foreign) grep -q "$CKROOT/$b holds an earlier job $b's checkpoints (job ids wrap) and this is the job's first run: refused" "$HOME_B/$T/$kind.out" ;;
 		esac
 	done
 	# alice's job and checkpoint are untouched
 	[ "$(job_state "$job")" = RUNNING ]
 	run -0 as_alice kfdcr verify "$job"
+}
+
+@test "spank: a restore opens the task's files as its user (a file swapped for a symlink to /etc/shadow is refused); a non-dumpable process makes the checkpoint fail, the previous one stays valid" {
+	# a file alice's job keeps open, with the size and mode of /etc/shadow
+	size=$(stat -c %s /etc/shadow)
+	mode=$(stat -c %a /etc/shadow)
+	as_alice bash -c "head -c $size /dev/zero >$HOME_A/$T/x && chmod $mode $HOME_A/$T/x"
+	cat >"$HOME_A/$T/job.sh" <<EOF2
+#!/bin/bash
+exec 3<$HOME_A/$T/x
+i=0
+while :; do
+	i=\$((i + 1)); echo \$i; sleep 0.2
+	if [ -e $HOME_A/$T/go ] && [ ! -e $HOME_A/$T/started ]; then
+		touch $HOME_A/$T/started
+		/usr/bin/python3 -c 'import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); print("undumpable", flush=True); time.sleep(600)' &
+	fi
+done
+EOF2
+	chown alice "$HOME_A/$T/job.sh"
+	job=$(submit_as alice --checkpoint -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
+	wait_file 60 "$HOME_A/$T/job.out" '^5$'
+	run -0 as_alice kfdcr checkpoint "$job"
+	[ "$(latest "$job")" = 1 ]
+
+	# a process that asked not to be dumped: root criu must not save its memory
+	as_alice touch "$HOME_A/$T/go"
+	wait_file 60 "$HOME_A/$T/job.out" '^undumpable$'
+	run -1 as_alice kfdcr checkpoint "$job"
+	echo "$output"
+	grep -q "not dumpable" <<<"$output"
+	grep -q "checkpoint of job $job failed: .*process [0-9]* (python3) of the task is not dumpable.*previous checkpoint stays valid" "$HOME_A/$T/job.out"
+	[ "$(latest "$job")" = 1 ]
+	! ls -a "$CKROOT/$job" | grep -q '^\.tmp\.'
+	run -0 kfdcr verify "$job" 1
+	[ "$(job_state "$job")" = RUNNING ]
+
+	# requeue: the checkpoint fails again (the job restarts from checkpoint 1);
+	# meanwhile ~/x becomes a symlink to /etc/shadow, which alice cannot open
+	run as_alice kfdcr requeue "$job"
+	echo "$output"
+	scontrol hold "$job"
+	as_alice bash -c "rm $HOME_A/$T/x && ln -s /etc/shadow $HOME_A/$T/x"
+	scontrol release "$job"
+	wait_job "$job" "FAILED|COMPLETED" 240
+	cat "$HOME_A/$T/job.out"
+	run_start "$job" 1 60 | grep -q '"restored_from":1'
+	grep -q "restore of step.batch.task.0 of job $job from checkpoint 1 refused: the task had .*/$T/x open; as uid $(id -u alice) it cannot be opened now: Permission denied" "$HOME_A/$T/job.out"
+	[ "$(job_state "$job")" = FAILED ]
 }

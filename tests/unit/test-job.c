@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "spank/kfdcr_job.h"
@@ -348,6 +349,15 @@ static void test_latest_and_prune(void **state)
 	assert_int_equal(seqs[2], 5);
 	free(seqs);
 	assert_int_equal(faccessat(e->fd, ".tmp.0.1", F_OK, 0), 0);
+	/* the checkpoint the run restored from (1 of 1, 3, 4, 5) survives a prune to 1 */
+	assert_int_equal(mkdirat(e->fd, "1", 0755), 0);
+	assert_int_equal(kfdcr_prune_protect(e->fd, 1, 4, 1), 0);
+	assert_int_equal(kfdcr_list_seqs(e->fd, &seqs, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(seqs[0], 1);
+	assert_int_equal(seqs[1], 4);
+	assert_int_equal(seqs[2], 5);
+	free(seqs);
 }
 
 static void test_kv(void **state)
@@ -434,6 +444,39 @@ static void test_commands(void **state)
 	close(jfd);
 }
 
+/* Does @fd grant anyone but root anything (ACL, group or other bits)? */
+static bool granted(int fd)
+{
+	struct stat st;
+	char acl[128];
+
+	assert_int_equal(fstat(fd, &st), 0);
+	return fgetxattr(fd, "system.posix_acl_access", acl, sizeof(acl)) > 0 || (st.st_mode & 0077);
+}
+
+/*
+ * A job folder that exists already (another job's, ids wrap) is not
+ * granted to the new job's user when it is opened; one made now is.
+ */
+static void test_jobdir_grant(void **state)
+{
+	struct env *e = *state;
+	struct kfdcr_err err = { "" };
+	int fd;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(mkdirat(e->fd, "41", 0700), 0);
+	fd = kfdcr_jobdir_open(e->fd, 41, 65534, 65534, true, &err);
+	assert_true(fd >= 0);
+	assert_false(granted(fd));
+	close(fd);
+	fd = kfdcr_jobdir_open(e->fd, 42, 65534, 65534, true, &err);
+	assert_true(fd >= 0);
+	assert_true(granted(fd));
+	close(fd);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -449,6 +492,7 @@ int main(void)
 		T(test_latest_and_prune),
 		T(test_kv),
 		T(test_commands),
+		T(test_jobdir_grant),
 	};
 
 	return cmocka_run_group_tests_name("job", tests, NULL, NULL);
