@@ -523,6 +523,15 @@ static const char *skip_reason(const struct kfdcr_creg *r, const struct mounts *
 		return "named pipe (criu checks its type)";
 	if (from_images(ms, r))
 		return "on a file system restored from the images";
+	/*
+	 * Archived folders mean a new mount namespace (kfdcr's node
+	 * namespaces): a root or working folder opened here would be a
+	 * dentry of the helper's mount tree, and every lookup through it
+	 * (the whole of a restored root) would miss the task's own mounts.
+	 */
+	if (ms->archived && (r->use & KFDCR_USE_DIR) &&
+	    !(r->use & (KFDCR_USE_FD | KFDCR_USE_MAP | KFDCR_USE_EXE)))
+		return "root or working folder in a restored mount namespace";
 	for (unsigned int i = 0; skip_keys && skip_keys[i]; i++)
 		if (!strcmp(skip_keys[i], r->name + 1))
 			return "inherited already";
