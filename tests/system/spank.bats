@@ -350,10 +350,15 @@ EOF2
 	run -0 as_alice kfdcr verify "$job"
 }
 
-@test "spank: a restore opens the task's files as its user (a file swapped for a symlink to /etc/shadow is refused); a non-dumpable process makes the checkpoint fail, the previous one stays valid" {
-	# a file alice's job keeps open, with the size and mode of /etc/shadow
-	size=$(stat -c %s /etc/shadow)
-	mode=$(stat -c %a /etc/shadow)
+@test "spank: a restore opens the task's files as its user (a file swapped for a symlink to a root-only file is refused); a non-dumpable process makes the checkpoint fail, the previous one stays valid" {
+	# a root-only secret (the test bed's /etc/shadow is an empty stand-in
+	# anyone can read), and a file alice's job keeps open with its size
+	# and mode, as she could make one for /etc/shadow on a real node
+	secret=$KFDCR_SHARED/secret.$$
+	head -c 1234 /dev/urandom >"$secret"
+	chmod 0600 "$secret"
+	size=$(stat -c %s "$secret")
+	mode=$(stat -c %a "$secret")
 	as_alice bash -c "head -c $size /dev/zero >$HOME_A/$T/x && chmod $mode $HOME_A/$T/x"
 	cat >"$HOME_A/$T/job.sh" <<EOF2
 #!/bin/bash
@@ -386,15 +391,16 @@ EOF2
 	[ "$(job_state "$job")" = RUNNING ]
 
 	# requeue: the checkpoint fails again (the job restarts from checkpoint 1);
-	# meanwhile ~/x becomes a symlink to /etc/shadow, which alice cannot open
+	# meanwhile ~/x becomes a symlink to the secret, which alice cannot open
 	run as_alice kfdcr requeue "$job"
 	echo "$output"
 	scontrol hold "$job"
-	as_alice bash -c "rm $HOME_A/$T/x && ln -s /etc/shadow $HOME_A/$T/x"
+	as_alice bash -c "rm $HOME_A/$T/x && ln -s $secret $HOME_A/$T/x"
 	scontrol release "$job"
 	wait_job "$job" "FAILED|COMPLETED" 240
 	cat "$HOME_A/$T/job.out"
 	run_start "$job" 1 60 | grep -q '"restored_from":1'
 	grep -q "restore of step.batch.task.0 of job $job from checkpoint 1 refused: the task had .*/$T/x open; as uid $(id -u alice) it cannot be opened now: Permission denied" "$HOME_A/$T/job.out"
 	[ "$(job_state "$job")" = FAILED ]
+	rm -f "$secret"
 }
