@@ -426,6 +426,7 @@ struct mounts {
 	int dirfd;
 	int32_t *ids;
 	unsigned int n;
+	const char *const *archived;	/* folders restored from an archive in the images */
 };
 
 static int on_mount(void *arg, struct pb *m, const char *name, struct kfdcr_err *err)
@@ -460,8 +461,18 @@ static int on_mount(void *arg, struct pb *m, const char *name, struct kfdcr_err 
 	return 0;
 }
 
+static bool starts_with_dir(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
 static bool from_images(const struct mounts *ms, const struct kfdcr_creg *r)
 {
+	for (unsigned int i = 0; ms->archived && ms->archived[i]; i++)
+		if (starts_with_dir(r->name, ms->archived[i]))
+			return true;
 	if (!r->has_mnt_id)
 		return false;
 	for (unsigned int i = 0; i < ms->n; i++)
@@ -495,13 +506,6 @@ static int on_remap(void *arg, struct pb *m, const char *name, struct kfdcr_err 
 			  "root from the checkpoint: refused", r ? r->name : "a file");
 }
 
-static bool starts_with_dir(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
-}
-
 /* Entries criu opens itself, safely: why, or NULL. */
 static const char *skip_reason(const struct kfdcr_creg *r, const struct mounts *ms, const char *const *skip_keys)
 {
@@ -519,6 +523,15 @@ static const char *skip_reason(const struct kfdcr_creg *r, const struct mounts *
 		return "named pipe (criu checks its type)";
 	if (from_images(ms, r))
 		return "on a file system restored from the images";
+	/*
+	 * Archived folders mean a new mount namespace (kfdcr's node
+	 * namespaces): a root or working folder opened here would be a
+	 * dentry of the helper's mount tree, and every lookup through it
+	 * (the whole of a restored root) would miss the task's own mounts.
+	 */
+	if (ms->archived && (r->use & KFDCR_USE_DIR) &&
+	    !(r->use & (KFDCR_USE_FD | KFDCR_USE_MAP | KFDCR_USE_EXE)))
+		return "root or working folder in a restored mount namespace";
 	for (unsigned int i = 0; skip_keys && skip_keys[i]; i++)
 		if (!strcmp(skip_keys[i], r->name + 1))
 			return "inherited already";
@@ -576,9 +589,10 @@ static int plan_open(struct kfdcr_cplan *p, unsigned int first, unsigned int n, 
 	return 0;
 }
 
-int kfdcr_criu_plan(int dirfd, const char *const *skip_keys, struct kfdcr_cplan *p, struct kfdcr_err *err)
+int kfdcr_criu_plan(int dirfd, const char *const *skip_keys, const char *const *archived,
+		    struct kfdcr_cplan *p, struct kfdcr_err *err)
 {
-	struct mounts ms = { .dirfd = dirfd };
+	struct mounts ms = { .dirfd = dirfd, .archived = archived };
 	struct remaps rm = { p, &ms };
 	unsigned int kept = 0;
 	int ret;

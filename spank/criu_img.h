@@ -62,13 +62,16 @@ struct kfdcr_cplan {
  * Read the images in @dirfd and plan the pre-opens: every regular file a
  * process of the task (not its init) used, except those in @skip_keys
  * (criu keys already inherited), pseudo files in /proc and /sys, device
- * nodes in /dev, criu's "external" files, and files on a tmpfs criu
- * restores from the images.  Fails, naming the file, on a deleted or
+ * nodes in /dev, criu's "external" files, files on a tmpfs criu
+ * restores from the images, and files under the folders in @archived
+ * (NULL-terminated absolute paths, or NULL): kfdcr's node namespaces
+ * restore /tmp and /dev/shm from an archive in the images, and only the
+ * job's own processes could reach them.  Fails, naming the file, on a deleted or
  * link-remapped file and on one file opened several times with different
  * modes or offsets.
  */
-int kfdcr_criu_plan(int dirfd, const char *const *skip_keys, struct kfdcr_cplan *plan,
-		    struct kfdcr_err *err);
+int kfdcr_criu_plan(int dirfd, const char *const *skip_keys, const char *const *archived,
+		    struct kfdcr_cplan *plan, struct kfdcr_err *err);
 void kfdcr_cplan_free(struct kfdcr_cplan *plan);
 
 /* The size and mode checks criu does on its own opens, then the seek. */

@@ -27,6 +27,7 @@
 #include "lib/kfdcr_topology.h"
 #include "criu_img.h"
 #include "helper.h"
+#include "node_ns.h"
 
 #define POLL_MS		100
 
@@ -113,11 +114,12 @@ static void criu_errors(int dirfd, const char *log, char *out, size_t len)
 
 /*
  * Run criu with @argv; the child keeps @keep_fds (and nothing else but
- * /dev/null stdio); @env adds to a minimal environment.  Returns criu's
+ * /dev/null stdio); @env adds to a minimal environment; @ns prepares the
+ * namespaces of a task in node namespaces (node_ns.h).  Returns criu's
  * exit status, or -ETIMEDOUT after @timeout seconds (criu is killed).
  */
 static int run_criu(struct helper *h, char **argv, const int *keep_fds, int nkeep, char **env,
-		    unsigned long timeout)
+		    unsigned long timeout, const struct node_ns_criu *ns)
 {
 	time_t deadline = time(NULL) + (time_t)timeout;
 	int ws;
@@ -148,6 +150,8 @@ static int run_criu(struct helper *h, char **argv, const int *keep_fds, int nkee
 		}
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (node_ns_criu_child(ns))
+			_exit(126);
 		execve(h->site.criu, argv, envp);
 		_exit(127);
 	}
@@ -482,10 +486,11 @@ static int refuse_dump(struct helper *h, int taskfd, struct kfdcr_task_rec *t, s
 
 int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr_err *err)
 {
-	char dfd[32], pid[16], *argv[20];
+	char dfd[32], pid[16], *argv[20], *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
+	struct node_ns_criu ns;
 	uint64_t t0 = kfdcr_now_ms();
-	int n, rc, ret;
+	int n, rc, ret, ne = 0;
 
 	if (h->init <= 0)
 		return kfdcr_errf(err, "the task is not running");
@@ -499,12 +504,13 @@ int ckpt_dump_task(struct helper *h, int taskfd, enum helper_op op, struct kfdcr
 				       "--manage-cgroups=ignore", "-o", "dump.log", "-v4", NULL });
 	if (op == OP_CONTINUE)
 		argv[n++] = "--leave-running";
+	node_ns_dump_args(&ns, h->init, taskfd, argv, &n, env, &ne);
 	argv[n] = NULL;
 	/* after a vacate dump criu kills the tree: that is not the task ending */
 	if (op != OP_CONTINUE)
 		h->vacated = true;
 	hlog(h, "dumping init %d into %s (%s)", (int)h->init, dfd, op == OP_CONTINUE ? "continue" : "vacate");
-	rc = run_criu(h, argv, &taskfd, 1, NULL, h->site.timeout);
+	rc = run_criu(h, argv, &taskfd, 1, env, h->site.timeout, &ns);
 	t.dump_ms = kfdcr_now_ms() - t0;
 	if (rc && task_gone(h)) {
 		/* it ended meanwhile: the journal will say how, not a failure */
@@ -1380,9 +1386,12 @@ mismatch:
  * opens a path the user controls (docs/design.md, section 8.3).
  * Appends "--inherit-fd" pairs to @argv (from @n) and the fds to @keep.
  */
-static int user_files(struct helper *h, int taskfd, const struct kfdcr_task_rec *t, char **argv, int *n,
-		      int *keep, int *nkeep, char **inh, unsigned int cap, struct kfdcr_err *err)
+static int user_files(struct helper *h, int taskfd, const struct kfdcr_task_rec *t, bool in_node_ns,
+		      char **argv, int *n, int *keep, int *nkeep, char **inh, unsigned int cap,
+		      struct kfdcr_err *err)
 {
+	/* node namespaces: their /tmp and /dev/shm come back from the images */
+	static const char *const archived[] = { "/tmp", "/dev/shm", NULL };
 	const char *skip[5] = { NULL };
 	struct kfdcr_cplan plan;
 	const char **paths = NULL;
@@ -1393,7 +1402,7 @@ static int user_files(struct helper *h, int taskfd, const struct kfdcr_task_rec 
 			skip[ns++] = t->stdio[i];
 	if (h->batch && t->script[0])
 		skip[ns++] = t->script;
-	if (kfdcr_criu_plan(taskfd, skip, &plan, err))
+	if (kfdcr_criu_plan(taskfd, skip, in_node_ns ? archived : NULL, &plan, err))
 		return -1;
 	hlog(h, "%u files to open as uid %u, %u left to criu", plan.nopen, (unsigned int)h->uid, plan.skipped);
 	if (!plan.nopen)
@@ -1471,8 +1480,10 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	char dfd[32], wfd[32], targets[300], ids[256], render[256], logname[96], inh[4][PATH_MAX + 32];
 	char **argv = NULL, **uinh = NULL, *env[2] = { NULL, NULL };
 	struct kfdcr_task_rec t;
+	struct node_ns_criu ns;
 	int *keep = NULL, nkeep = 0, n, rc = -1, logfd = -1, fds[4] = { -1, -1, -1, -1 };
 	unsigned int ngpus, nfiles = count_files(taskfd);
+	bool in_node_ns;
 	uint64_t t0 = kfdcr_now_ms();
 	char *pidtext = NULL;
 
@@ -1534,7 +1545,8 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 			argv[n++] = inh[3];
 		}
 	}
-	if (user_files(h, taskfd, &t, argv, &n, keep, &nkeep, uinh, nfiles, err)) {
+	in_node_ns = node_ns_restore_args(&ns, taskfd, logfd, "restore.log", argv, &n);
+	if (user_files(h, taskfd, &t, in_node_ns, argv, &n, keep, &nkeep, uinh, nfiles, err)) {
 		kfdcr_errf(err, "restore of %s of job %u from checkpoint %u refused: %s", logname + 8, h->job,
 			   h->restored_from, err->msg);
 		goto out;
@@ -1549,7 +1561,7 @@ int ckpt_restore_task(struct helper *h, int taskfd, struct kfdcr_err *err)
 	mkdir(h->site.rundir, 0755);
 	mkdir(h->init_dir, 0700);
 	hlog(h, "restoring from %s onto GPUs %s", dfd, ngpus ? render : "(none)");
-	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout);
+	rc = run_criu(h, argv, keep, nkeep, env, h->site.timeout, &ns);
 	if (rc) {
 		char msg[400];
 

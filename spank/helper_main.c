@@ -30,6 +30,7 @@
 #include <slurm/slurm.h>
 
 #include "helper.h"
+#include "node_ns.h"
 
 #define HELLO_TIMEOUT_MS	(600 * 1000)
 
@@ -724,6 +725,9 @@ int main(int argc, char **argv)
 	const struct kfdcr_mtask *mt = NULL;
 	int ret;
 
+	/* criu runs us as its action script for a task in node namespaces */
+	if (getenv("CRTOOLS_SCRIPT_ACTION"))
+		return node_ns_action_script(getenv("CRTOOLS_SCRIPT_ACTION"));
 	setup_signals(h);
 	if (parse_args(h, argc, argv, &err)) {
 		fprintf(stderr, "kfdcr-helper: %s\n", err.msg);

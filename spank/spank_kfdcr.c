@@ -32,6 +32,7 @@
 #include <slurm/spank.h>
 
 #include "kfdcr_job.h"
+#include "node_ns.h"
 
 SPANK_PLUGIN(kfdcr, 1);
 
@@ -116,6 +117,47 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 	return 0;
 }
 
+/*
+ * Direct launch (srun --mpi=pmix|pmi2): Slurm starts the ranks itself and
+ * they stay connected to the PMI server in slurmstepd, which cannot be
+ * checkpointed.  Such steps are refused in checkpointed jobs: by srun when
+ * it knows its MPI type, else by the task itself (docs/mpi.md).
+ */
+static bool direct_mpi;			/* this task was launched so (remote) */
+static char direct_mpi_name[32];
+
+static bool direct_mpi_type(const char *type)
+{
+	return type && (!strncmp(type, "pmix", 4) || !strcmp(type, "pmi2") ||
+			!strcmp(type, "cray_shasta"));
+}
+
+static const char *direct_mpi_msg(const char *type)
+{
+	static char msg[640];
+
+	snprintf(msg, sizeof(msg), PFX "srun --mpi=%s cannot be checkpointed: Slurm starts the ranks "
+		 "itself and they stay connected to the PMI server in slurmstepd, so this job could not "
+		 "be restored.  Start the MPI job with `kfdcr mpirun -np N PROGRAM` in the batch script "
+		 "instead (every rank on one node, see kfdcr-mpirun(1)), or submit it without --checkpoint.",
+		 type);
+	return msg;
+}
+
+/* srun, before the step is launched: its MPI type is known by now. */
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	const char *type = getenv("SLURM_MPI_TYPE");
+
+	(void)sp;
+	(void)ac;
+	(void)av;
+	if (!opts.enabled || !direct_mpi_type(type))
+		return 0;
+	slurm_error("%s", direct_mpi_msg(type));
+	return -1;
+}
+
 /* sbatch, salloc, srun: refuse what cannot work, before anything runs. */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
@@ -134,6 +176,10 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	if (ctx == S_CTX_ALLOCATOR && !strcmp(program_invocation_short_name, "salloc")) {
 		slurm_error(PFX "--checkpoint: an salloc allocation cannot be requeued; "
 			    "submit the job with sbatch --checkpoint");
+		return -1;
+	}
+	if (ctx == S_CTX_LOCAL && direct_mpi_type(getenv("SLURM_MPI_TYPE"))) {
+		slurm_error("%s", direct_mpi_msg(getenv("SLURM_MPI_TYPE")));
 		return -1;
 	}
 	if (ctx == S_CTX_LOCAL && !getenv("SLURM_SPANK__SLURM_SPANK_OPTION_kfdcr_checkpoint")) {
@@ -322,10 +368,13 @@ static int start_init(int hs, const char *sock, const char *dir)
  */
 int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 {
-	char sock[PATH_MAX], dir[PATH_MAX];
+	char sock[PATH_MAX], dir[PATH_MAX], msg[512];
 	uint32_t job = 0, step = 0, gtid = 0;
-	int sv[2], own_ns;
+	int sv[2], own_ns, jargc = 0;
+	char **jargv = NULL;
+	struct node_ns_saved node_ns;
 	sigset_t held, task_mask;
+	bool node = false;
 	pid_t child;
 
 	(void)ac;
@@ -348,6 +397,16 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	spank_get_item(sp, S_JOB_ID, &job);
 	spank_get_item(sp, S_JOB_STEPID, &step);
 	spank_get_item(sp, S_TASK_GLOBAL_ID, &gtid);
+	if (step != SLURM_BATCH_SCRIPT &&
+	    spank_getenv(sp, "SLURM_MPI_TYPE", msg, sizeof(msg)) == ESPANK_SUCCESS && direct_mpi_type(msg)) {
+		/* not wrapped: the task says why and ends in task_init */
+		direct_mpi = true;
+		snprintf(direct_mpi_name, sizeof(direct_mpi_name), "%.31s", msg);
+		return 0;
+	}
+	/* `kfdcr mpirun` steps hold a whole single-node MPI job (node_ns.h) */
+	if (step != SLURM_BATCH_SCRIPT && spank_get_item(sp, S_JOB_ARGV, &jargc, &jargv) == ESPANK_SUCCESS)
+		node = node_ns_wanted(jargc, jargv);
 	if (step == SLURM_BATCH_SCRIPT)
 		snprintf(sock, sizeof(sock), "%.3900s/%u.batch.%u.sock", site.rundir, job, gtid);
 	else
@@ -362,7 +421,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	}
 	/*
 	 * A checkpoint request may reach a step that is still launching (a
-	 * periodic checkpoint or a vacate while srun starts a step): held
+	 * periodic checkpoint or a vacate while a step starts): held
 	 * until the helper reads it, it cannot kill this process before the
 	 * exec.  C gets the mask back for the task.
 	 */
@@ -370,6 +429,10 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	sigaddset(&held, site.request_signal);
 	sigaddset(&held, opts.signal ? opts.signal : site.signal);
 	sigprocmask(SIG_BLOCK, &held, &task_mask);
+	if (node && node_ns_enter(&node_ns, msg, sizeof(msg))) {
+		slurm_error(PFX "cannot give the task its node namespaces: %s", msg);
+		return -1;
+	}
 	own_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (own_ns < 0 || unshare(CLONE_NEWPID)) {
 		slurm_error(PFX "cannot create the task's PID namespace: %m");
@@ -386,8 +449,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		close(own_ns);
 		return start_init(sv[1], sock, dir);
 	}
-	/* P: later children (criu) in our own namespace, not in C's */
-	if (setns(own_ns, CLONE_NEWPID))
+	/* P: later children (criu) in our own namespaces, not in C's */
+	if (setns(own_ns, CLONE_NEWPID) || (node && node_ns_leave(&node_ns)))
 		_exit(126);
 	close(own_ns);
 	close(sv[1]);
@@ -445,6 +508,11 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 
 	(void)ac;
 	(void)av;
+	if (direct_mpi) {
+		fprintf(stderr, "%s\n", direct_mpi_msg(direct_mpi_name));
+		fflush(stderr);
+		_exit(1);
+	}
 	if (!in_child)
 		return 0;
 	if (send_hello(sp)) {

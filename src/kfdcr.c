@@ -566,6 +566,7 @@ static const struct {
 	{ "list", cmd_job_list, "the jobs that have checkpoints" },
 	{ "verify", cmd_job_verify, "check every file of a job's checkpoint against its manifest" },
 	{ "prune", cmd_job_prune, "remove old checkpoints, or those of finished jobs (root)" },
+	{ "mpirun", cmd_mpirun, "run Open MPI's mpirun so that the whole job is checkpointed" },
 	{ "image", cmd_image, "show, verify or map GPU-state images" },
 	{ "topology", cmd_topology, "show the KFD topology as kfdcr parses it" },
 };

@@ -41,4 +41,7 @@ int cmd_job_list(int argc, char **argv);
 int cmd_job_verify(int argc, char **argv);
 int cmd_job_prune(int argc, char **argv);
 
+/* kfdcr_mpirun.c: mpirun for checkpointable single-node MPI jobs */
+int cmd_mpirun(int argc, char **argv);
+
 #endif

@@ -242,7 +242,7 @@ static void test_plan(void **state)
 	const struct kfdcr_copen *o;
 
 	task_images(e->fd);
-	assert_int_equal(kfdcr_criu_plan(e->fd, skip, &p, &err), 0);
+	assert_int_equal(kfdcr_criu_plan(e->fd, skip, NULL, &p, &err), 0);
 	/* data, /home/u, /, prog, shared.map; not /dev/null, /proc, the inherited
 	 * output, nor the init's own exe; libc only the init maps here */
 	assert_int_equal(p.nopen, 5);
@@ -274,6 +274,22 @@ static void test_plan(void **state)
 	assert_null(find_open(&p, "/spool/job.out"));
 	assert_null(find_open(&p, "/usr/libexec/kfdcr/kfdcr-init"));
 	kfdcr_cplan_free(&p);
+
+	/* node namespaces: what lives under an archived folder is criu's, and
+	 * so are root and working folders */
+	{
+		const char *const archived[] = { "/home/u", "/tmp", NULL };
+
+		assert_int_equal(kfdcr_criu_plan(e->fd, skip, archived, &p, &err), 0);
+		assert_int_equal(p.nopen, 1);
+		assert_null(find_open(&p, "/home/u/data"));
+		assert_null(find_open(&p, "/home/u"));
+		assert_null(find_open(&p, "/home/u/shared.map"));
+		assert_non_null(find_open(&p, "/usr/bin/prog"));
+		/* the root folder is resolved by criu in the new mount namespace */
+		assert_null(find_open(&p, "/"));
+		kfdcr_cplan_free(&p);
+	}
 }
 
 static void test_plan_refuses(void **state)
@@ -293,7 +309,7 @@ static void test_plan_refuses(void **state)
 	fdinfo(&fdi, 1, 3);
 	fdinfo(&fdi, 2, 4);
 	img_write(e->fd, "fdinfo-2.img", &fdi);
-	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, &p, &err), -1);
+	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, NULL, &p, &err), -1);
 	assert_non_null(strstr(err.msg, "/home/u/twice open more than once"));
 
 	/* a deleted (ghost) file: criu would recreate it as root */
@@ -305,20 +321,20 @@ static void test_plan_refuses(void **state)
 	field_v(&m, 2, 77);
 	img_add(&remap, &m);
 	img_write(e->fd, "remap-fpath.img", &remap);
-	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, &p, &err), -1);
+	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, NULL, &p, &err), -1);
 	assert_non_null(strstr(err.msg, "/home/u/gone open after it was deleted"));
 
 	/* an empty one is fine */
 	img_start(&remap, 0x59133954u);
 	img_write(e->fd, "remap-fpath.img", &remap);
-	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, &p, &err), 0);
+	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, NULL, &p, &err), 0);
 	kfdcr_cplan_free(&p);
 
 	/* a damaged image is an error, not an empty plan */
 	img_start(&files, 0x56303138u);
 	files.data.b[files.data.n++] = 50;
 	img_write(e->fd, "files.img", &files);
-	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, &p, &err), -1);
+	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, NULL, &p, &err), -1);
 	assert_non_null(strstr(err.msg, "files.img"));
 }
 
@@ -342,7 +358,7 @@ static void test_check(void **state)
 	img_start(&fdi, 0x56213732u);
 	fdinfo(&fdi, 1, 3);
 	img_write(e->fd, "fdinfo-2.img", &fdi);
-	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, &p, &err), 0);
+	assert_int_equal(kfdcr_criu_plan(e->fd, NULL, NULL, &p, &err), 0);
 	o = find_open(&p, path);
 	assert_non_null(o);
 	fchmod(fd, 0644);
