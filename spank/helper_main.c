@@ -295,20 +295,56 @@ static void reply(struct helper *h, const char *what)
 }
 
 /* The task (D): the only child of the namespace's init. */
-static pid_t find_task(pid_t init)
+static pid_t read_child(pid_t init, char *buf, size_t len)
 {
-	char path[64], buf[64];
+	char path[64];
 	FILE *f;
 	long pid = -1;
 
+	buf[0] = '\0';
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
 	f = fopen(path, "re");
-	if (f) {
-		if (fgets(buf, sizeof(buf), f))
-			pid = strtol(buf, NULL, 10);
-		fclose(f);
+	if (!f) {
+		snprintf(buf, len, "%s: %s", path, strerror(errno));
+		return -1;
 	}
+	if (fgets(buf, (int)len, f))
+		pid = strtol(buf, NULL, 10);
+	fclose(f);
 	return pid > 0 ? (pid_t)pid : -1;
+}
+
+/*
+ * D has sent its hello, so it is the init's child unless the init is gone:
+ * an init that died before this helper blocked SIGCHLD (kfdcr-init could
+ * not be exec'd, say) left no signal behind, only a zombie.
+ */
+static pid_t find_task(struct helper *h, pid_t init)
+{
+	char buf[256];
+	pid_t pid = -1;
+	int ws;
+
+	for (int i = 0; i < 100 && pid < 0; i++) {
+		pid = read_child(init, buf, sizeof(buf));
+		if (pid > 0)
+			break;
+		if (waitpid(init, &ws, WNOHANG) == init) {
+			h->init = -1;
+			if (WIFSIGNALED(ws))
+				hsay(h, "the task's init (%s) was killed by signal %d at its start",
+				     h->site.init, WTERMSIG(ws));
+			else
+				hsay(h, "the task's init (%s) ended at its start with status %d%s",
+				     h->site.init, WEXITSTATUS(ws),
+				     WEXITSTATUS(ws) == 127 ? " (it could not be executed)" : "");
+			return -1;
+		}
+		usleep(10000);
+	}
+	if (pid < 0)
+		hlog(h, "warning: no child of the task's init %d (%s)", (int)init, buf);
+	return pid;
 }
 
 /* Put @pid into our own (the task's) cgroup, v2. */
@@ -739,7 +775,9 @@ int main(int argc, char **argv)
 	hlog(h, "helper for job %u step %s task %u", h->job, h->batch ? "batch" : "", h->task);
 	if (receive_hello(h, &err))
 		fail(h, err.msg);
-	h->child = find_task(h->init);
+	h->child = find_task(h, h->init);
+	if (h->init < 0)
+		fail(h, "the task could not be started");
 	if (join_my_cgroup(h, h->init) || (h->child > 0 && join_my_cgroup(h, h->child)))
 		hlog(h, "warning: the task is not in the task's cgroup");
 	hslurm_init();

@@ -331,7 +331,7 @@ static int init_dir(const char *sock, char *dir, size_t len)
  * C: root, PID 1 of the task's namespace.  Forks D, which goes on
  * through Slurm's task start and becomes the task, then execs kfdcr-init.
  */
-static int start_init(int hs, const char *sock, const char *dir)
+static int start_init(int hs, int initfd, const char *sock, const char *dir)
 {
 	char *argv[] = { site.init, "--socket", (char *)sock, NULL };
 	char *envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
@@ -344,6 +344,7 @@ static int start_init(int hs, const char *sock, const char *dir)
 	if (d < 0)
 		_exit(1);
 	if (d == 0) {
+		close(initfd);
 		hs_fd = hs;
 		fcntl(hs_fd, F_SETFD, FD_CLOEXEC);
 		in_child = true;
@@ -354,10 +355,12 @@ static int start_init(int hs, const char *sock, const char *dir)
 	for (int i = 0; i < 3; i++)
 		dup2(nul, i);
 	for (int i = 3; i < 65536; i++)
-		close(i);
+		if (i != initfd)
+			close(i);
 	if (chdir(dir))
 		_exit(1);
-	execve(site.init, argv, envp);
+	/* by the file opened before the node namespaces: their /tmp may hide its path */
+	fexecve(initfd, argv, envp);
 	_exit(127);
 }
 
@@ -370,7 +373,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 {
 	char sock[PATH_MAX], dir[PATH_MAX], msg[512];
 	uint32_t job = 0, step = 0, gtid = 0;
-	int sv[2], own_ns, jargc = 0;
+	int sv[2], own_ns, initfd, jargc = 0;
 	char **jargv = NULL;
 	struct node_ns_saved node_ns;
 	sigset_t held, task_mask;
@@ -429,6 +432,11 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	sigaddset(&held, site.request_signal);
 	sigaddset(&held, opts.signal ? opts.signal : site.signal);
 	sigprocmask(SIG_BLOCK, &held, &task_mask);
+	initfd = open(site.init, O_RDONLY | O_CLOEXEC);
+	if (initfd < 0) {
+		slurm_error(PFX "cannot open %s: %m", site.init);
+		return -1;
+	}
 	if (node && node_ns_enter(&node_ns, msg, sizeof(msg))) {
 		slurm_error(PFX "cannot give the task its node namespaces: %s", msg);
 		return -1;
@@ -447,8 +455,9 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		sigprocmask(SIG_SETMASK, &task_mask, NULL);
 		close(sv[0]);
 		close(own_ns);
-		return start_init(sv[1], sock, dir);
+		return start_init(sv[1], initfd, sock, dir);
 	}
+	close(initfd);
 	/* P: later children (criu) in our own namespaces, not in C's */
 	if (setns(own_ns, CLONE_NEWPID) || (node && node_ns_leave(&node_ns)))
 		_exit(126);

@@ -176,6 +176,12 @@ static int start_step(int argc, char **argv, bool show)
 		return 1;
 	}
 	self[len] = '\0';
+	if (tmp_ok(self)) {
+		ERR("mpirun: %s is under /tmp or /dev/shm, which the step's private tmpfs hide: "
+		    "install kfdcr elsewhere (kfdcr-mpirun(1))\n", self);
+		free(nargv);
+		return 1;
+	}
 	nargv[n++] = "srun";
 	nargv[n++] = "--nodes=1";
 	nargv[n++] = "--ntasks=1";

@@ -10,6 +10,15 @@
 
 setup_file() {
 	load spank
+	# a kfdcr mpirun step has private /tmp and /dev/shm: the build tree
+	# (kfdcr, the workload) must not be below them
+	case "$KFDCR_BUILDDIR/" in
+	/tmp/* | /dev/shm/*)
+		echo "mpi.bats: the build tree $KFDCR_BUILDDIR is below /tmp or /dev/shm, which a" \
+			"kfdcr mpirun step's private tmpfs hide: build outside them" >&2
+		return 1
+		;;
+	esac
 	spank_setup_file
 	# A 4-process checkpoint takes tens of seconds in this emulated VM:
 	# give preemption the grace a site sizes from bench/ (restored below).
