@@ -23,6 +23,7 @@
 #endif
 
 #include "kfdcr_crc32c.h"
+#include "kfdcr_io.h"
 #include "kfdcr_image_priv.h"
 
 void kfdcr_img_set_err(struct kfdcr_err *err, const char *fmt, ...)
@@ -114,26 +115,6 @@ const char *kfdcr_img_compression_name(uint32_t compression)
 	}
 }
 
-int kfdcr_img_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 void kfdcr_img_data_file_name(char *buf, size_t len, const char *name, unsigned int g)
 {
 	snprintf(buf, len, "%s-gpu%u.data", name, g);
@@ -202,7 +183,7 @@ int kfdcr_img_write_tmp(int dirfd, const char *final, const void *buf, size_t le
 
 	if (fd < 0)
 		return fd;
-	ret = kfdcr_img_write_all(fd, buf, len);
+	ret = kfdcr_write_all(fd, buf, len);
 	if (!ret && !no_fsync && fsync(fd) < 0)
 		ret = -errno;
 	close(fd);

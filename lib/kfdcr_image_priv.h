@@ -179,7 +179,6 @@ size_t kfdcr_img_max_extents(size_t slice);
 /* Largest chunk a slice of @slice bytes can produce. */
 size_t kfdcr_img_max_chunk(size_t slice, uint32_t compression);
 double kfdcr_img_now(void);
-int kfdcr_img_write_all(int fd, const void *buf, size_t len);
 void kfdcr_img_data_file_name(char *buf, size_t len, const char *name, unsigned int g);
 int kfdcr_img_stem(const char *name, char *stem, size_t len, struct kfdcr_err *err);
 int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char **out, size_t *len,

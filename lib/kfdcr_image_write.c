@@ -25,6 +25,7 @@
 #endif
 
 #include "kfdcr_crc32c.h"
+#include "kfdcr_io.h"
 #include "kfdcr_image_priv.h"
 
 static bool is_zero(const void *p, size_t len)
@@ -96,7 +97,7 @@ again:
 	}
 	if (!n)
 		return 0;
-	ret = kfdcr_img_write_all(w->fd, w->stage, n);
+	ret = kfdcr_write_all(w->fd, w->stage, n);
 	if (ret == -EINVAL && w->direct && w->opts->write_io == KFDCR_IMG_IO_AUTO &&
 	    lseek(w->fd, 0, SEEK_CUR) == (off_t)w->written &&
 	    (fl = fcntl(w->fd, F_GETFL)) >= 0 && fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) == 0) {

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "lib/kfdcr_crc32c.h"
+#include "lib/kfdcr_io.h"
 #include "kfdcr_job.h"
 
 #define MANIFEST	"MANIFEST"
@@ -633,24 +634,6 @@ bool kfdcr_name_ok(const char *name)
 
 /* ---- files ---- */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 int kfdcr_write_atomic(int dirfd, const char *name, const void *buf, size_t len,
 		       struct kfdcr_err *err)
 {
@@ -662,7 +645,7 @@ int kfdcr_write_atomic(int dirfd, const char *name, const void *buf, size_t len,
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return kfdcr_errf(err, "%s: %s", tmp, strerror(errno)), -errno;
-	ret = write_all(fd, buf, len);
+	ret = kfdcr_write_all(fd, buf, len);
 	if (!ret && fsync(fd))
 		ret = -errno;
 	close(fd);
@@ -718,9 +701,9 @@ int kfdcr_append_line(int dirfd, const char *name, const char *line, struct kfdc
 
 	if (fd < 0)
 		return kfdcr_errf(err, "%s: %s", name, strerror(errno)), -errno;
-	ret = write_all(fd, line, strlen(line));
+	ret = kfdcr_write_all(fd, line, strlen(line));
 	if (!ret)
-		ret = write_all(fd, "\n", 1);
+		ret = kfdcr_write_all(fd, "\n", 1);
 	fsync(fd);
 	close(fd);
 	if (ret)

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "lib/kfdcr_image.h"
+#include "lib/kfdcr_io.h"
 #include "libkfdtest.h"
 
 #define ALIGN_UP(x, a)	(((x) + (a) - 1) & ~((uint64_t)(a) - 1))
@@ -734,44 +735,6 @@ int kfdtest_criu_resume(int kfd_fd, uint32_t pid)
  * checkpoint images
  *********************************************************************/
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENODATA;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 /*
  * Images are kfdcr images (lib/kfdcr_image.h, docs/image-format.md), the
  * format the CRIU plugin writes: a manifest KFDTEST_IMG_NAME and one data
@@ -1243,9 +1206,9 @@ int kfdtest_wait_resume(struct kfdtest_dev *d)
 	if (!env || !*env)
 		return kfdtest_criu_resume(d->kfd_fd, pid);
 	fd = atoi(env);
-	ret = write_all(fd, &pid, sizeof(pid));
+	ret = kfdcr_write_all(fd, &pid, sizeof(pid));
 	if (!ret)
-		ret = read_all(fd, &status, 1);
+		ret = kfdcr_read_all(fd, &status, 1);
 	close(fd);
 	unsetenv("KFDTEST_SYNC_FD");
 	if (ret) {
