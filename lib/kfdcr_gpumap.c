@@ -27,18 +27,6 @@
 #define MAX_STEPS	2000000
 #define FAIL_LEN	1024
 
-__attribute__((format(printf, 2, 3)))
-static void set_err(struct kfdcr_err *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-}
-
 void kfdcr_gpumap_opts_default(struct kfdcr_gpumap_opts *o)
 {
 	*o = (struct kfdcr_gpumap_opts){
@@ -75,7 +63,7 @@ int kfdcr_gpumap_opts_from_env(struct kfdcr_gpumap_opts *o, struct kfdcr_err *er
 		} else if (!strcmp(v, "0") || !strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off")) {
 			*flag = false;
 		} else {
-			set_err(err, "%s: invalid value \"%s\" (use 0/1, no/yes)", vars[i].name, v);
+			kfdcr_set_err(err, "%s: invalid value \"%s\" (use 0/1, no/yes)", vars[i].name, v);
 			return -EINVAL;
 		}
 	}
@@ -113,7 +101,7 @@ int kfdcr_targets_parse(const char *s, struct kfdcr_targets *out, struct kfdcr_e
 	out->count = 0;
 	out->items = NULL;
 	if (!copy) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	for (tok = strtok_r(copy, ", \t\n", &save); tok; tok = strtok_r(NULL, ", \t\n", &save)) {
@@ -133,7 +121,7 @@ int kfdcr_targets_parse(const char *s, struct kfdcr_targets *out, struct kfdcr_e
 			num = tok + 4;
 		}
 		if (parse_u32(num, &t.value) || (t.kind == KFDCR_TARGET_GPU_ID && !t.value)) {
-			set_err(err, "target GPU list: \"%s\" is neither a gpu_id nor a render node", tok);
+			kfdcr_set_err(err, "target GPU list: \"%s\" is neither a gpu_id nor a render node", tok);
 			ret = -EINVAL;
 			break;
 		}
@@ -141,7 +129,7 @@ int kfdcr_targets_parse(const char *s, struct kfdcr_targets *out, struct kfdcr_e
 			void *q = realloc(out->items, (cap ? cap * 2 : 8) * sizeof(*out->items));
 
 			if (!q) {
-				set_err(err, "out of memory");
+				kfdcr_set_err(err, "out of memory");
 				ret = -ENOMEM;
 				break;
 			}
@@ -477,7 +465,7 @@ int kfdcr_gpumap_check_count(const struct kfdcr_topo *dst, unsigned int n, struc
 	if (ngpu == n)
 		return 0;
 	list_gpus(all, sizeof(all), seen, nlist);
-	set_err(err, "the checkpointed process had %u GPU%s and this task sees %u (%s): KFD restores a process only where it sees exactly as many GPUs as it had; make %u visible (device cgroup, e.g. Slurm's ConstrainDevices with a %u-GPU allocation)",
+	kfdcr_set_err(err, "the checkpointed process had %u GPU%s and this task sees %u (%s): KFD restores a process only where it sees exactly as many GPUs as it had; make %u visible (device cgroup, e.g. Slurm's ConstrainDevices with a %u-GPU allocation)",
 		n, n == 1 ? "" : "s", ngpu, nlist ? all : "none", n, n);
 	return -EXDEV;
 }
@@ -491,7 +479,7 @@ static int resolve_targets(struct search *S, const struct kfdcr_targets *targets
 		ngpu += dst->nodes[k].gpu_id != 0;
 	S->c = calloc(ngpu ? ngpu : 1, sizeof(*S->c));
 	if (!S->c) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	if (!targets || !targets->count) {
@@ -525,9 +513,9 @@ static int resolve_targets(struct search *S, const struct kfdcr_targets *targets
 					every[ne++] = &dst->nodes[k];
 			list_gpus(all, sizeof(all), every, ne);
 			if (tg->kind == KFDCR_TARGET_GPU_ID)
-				set_err(err, "target GPU %#x is not a GPU of this node (local GPUs: %s)", tg->value, all[0] ? all : "none");
+				kfdcr_set_err(err, "target GPU %#x is not a GPU of this node (local GPUs: %s)", tg->value, all[0] ? all : "none");
 			else
-				set_err(err, "target renderD%u is not a GPU of this node (local GPUs: %s)", tg->value, all[0] ? all : "none");
+				kfdcr_set_err(err, "target renderD%u is not a GPU of this node (local GPUs: %s)", tg->value, all[0] ? all : "none");
 			return -ENOENT;
 		}
 		for (unsigned int j = 0; j < S->ncand; j++)
@@ -554,7 +542,7 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 		kfdcr_gpumap_opts_default(&opts);
 	S.opts = &opts;
 	if (n > MAX_MAP_GPUS) {
-		set_err(err, "%u checkpointed GPUs, more than %u", n, MAX_MAP_GPUS);
+		kfdcr_set_err(err, "%u checkpointed GPUs, more than %u", n, MAX_MAP_GPUS);
 		return -EINVAL;
 	}
 	if (n == 0)
@@ -575,7 +563,7 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 	S.cpu_dst = calloc((size_t)src->num_nodes * n + 1, sizeof(uint32_t));
 	if (!S.s || !order || !S.s_hive || !S.c_hive || !S.ok || !S.assign || !S.used ||
 	    !S.cpu_src || !S.cpu_dst) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		goto out;
 	}
 
@@ -584,13 +572,13 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 		const struct kfdcr_topo_node *node = kfdcr_topo_gpu(src, src_gpus[i]);
 
 		if (!node) {
-			set_err(err, "checkpointed GPU %#x is missing from the checkpoint's topology", src_gpus[i]);
+			kfdcr_set_err(err, "checkpointed GPU %#x is missing from the checkpoint's topology", src_gpus[i]);
 			ret = -EINVAL;
 			goto out;
 		}
 		for (unsigned int k = 0; k < i; k++) {
 			if (src_gpus[k] == src_gpus[i]) {
-				set_err(err, "checkpointed GPU %#x is listed twice", src_gpus[i]);
+				kfdcr_set_err(err, "checkpointed GPU %#x is listed twice", src_gpus[i]);
 				ret = -EINVAL;
 				goto out;
 			}
@@ -616,7 +604,7 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 		char all[256];
 
 		list_gpus(all, sizeof(all), S.c, S.ncand);
-		set_err(err, "%u GPUs were checkpointed but only %u target GPU%s given (%s)",
+		kfdcr_set_err(err, "%u GPUs were checkpointed but only %u target GPU%s given (%s)",
 			n, S.ncand, S.ncand == 1 ? " is" : "s are", all[0] ? all : "none");
 		ret = -ENOENT;
 		goto out;
@@ -642,7 +630,7 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 			uint64_t gfx = 0;
 
 			kfdcr_topo_prop(S.s[i], "gfx_target_version", &gfx);
-			set_err(err, "checkpointed GPU %#x (node %u, gfx_target_version %" PRIu64 ") matches none of the %u target GPUs: %s",
+			kfdcr_set_err(err, "checkpointed GPU %#x (node %u, gfx_target_version %" PRIu64 ") matches none of the %u target GPUs: %s",
 				S.s[i]->gpu_id, S.s[i]->node_id, gfx, S.ncand, reasons);
 			ret = -ENOENT;
 			goto out;
@@ -653,12 +641,12 @@ int kfdcr_gpumap_compute(const struct kfdcr_topo *src, const uint32_t *src_gpus,
 	label_hives(dst, S.c, S.ncand, S.c_hive);
 	ret = place(&S, 0);
 	if (ret == -E2BIG) {
-		set_err(err, "GPU mapping search gave up after %u steps", MAX_STEPS);
+		kfdcr_set_err(err, "GPU mapping search gave up after %u steps", MAX_STEPS);
 		ret = -ENOENT;
 		goto out;
 	}
 	if (ret) {
-		set_err(err, "no mapping onto the %u target GPUs: checkpointed GPU %#x (node %u) fits none of them: %s",
+		kfdcr_set_err(err, "no mapping onto the %u target GPUs: checkpointed GPU %#x (node %u) fits none of them: %s",
 			S.ncand, S.s[S.fail_depth]->gpu_id, S.s[S.fail_depth]->node_id, S.fail_why);
 		goto out;
 	}

@@ -53,6 +53,10 @@ struct kfdcr_err {
 	char msg[512];
 };
 
+/* Format the message of a failure into @err (nothing when @err is NULL). */
+__attribute__((format(printf, 2, 3)))
+void kfdcr_set_err(struct kfdcr_err *err, const char *fmt, ...);
+
 /* One GPU of the checkpointed process. */
 struct kfdcr_img_gpu {
 	uint32_t gpu_id;	/* the id the process uses (KFD user gpu_id) */

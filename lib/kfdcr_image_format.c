@@ -26,7 +26,7 @@
 #include "kfdcr_io.h"
 #include "kfdcr_image_priv.h"
 
-void kfdcr_img_set_err(struct kfdcr_err *err, const char *fmt, ...)
+void kfdcr_set_err(struct kfdcr_err *err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -128,7 +128,7 @@ int kfdcr_img_stem(const char *name, char *stem, size_t len, struct kfdcr_err *e
 	if (n > sl && !strcmp(name + n - sl, KFDCR_IMG_MANIFEST_SUFFIX))
 		n -= sl;
 	if (n == 0 || n > KFDCR_IMG_NAME_MAX || n >= len || memchr(name, '/', n) || name[0] == '.') {
-		kfdcr_img_set_err(err, "invalid image name '%s'", name);
+		kfdcr_set_err(err, "invalid image name '%s'", name);
 		return -EINVAL;
 	}
 	memcpy(stem, name, n);
@@ -152,22 +152,22 @@ int kfdcr_img_create_tmp(int dirfd, const char *final, char *path, size_t len,
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
 			if (errno == EINTR)
 				continue;
-			kfdcr_img_set_err(err, "%s: getrandom: %s", final, strerror(errno));
+			kfdcr_set_err(err, "%s: getrandom: %s", final, strerror(errno));
 			return -errno;
 		}
 		if (snprintf(path, len, ".%s.%016" PRIx64 ".tmp", final, r) >= (int)len) {
-			kfdcr_img_set_err(err, "%s: name too long", final);
+			kfdcr_set_err(err, "%s: name too long", final);
 			return -ENAMETOOLONG;
 		}
 		fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0)
 			return fd;
 		if (errno != EEXIST) {
-			kfdcr_img_set_err(err, "%s: cannot create: %s", final, strerror(errno));
+			kfdcr_set_err(err, "%s: cannot create: %s", final, strerror(errno));
 			return -errno;
 		}
 	}
-	kfdcr_img_set_err(err, "%s: cannot create: 16 random temporary names taken", final);
+	kfdcr_set_err(err, "%s: cannot create: 16 random temporary names taken", final);
 	return -EEXIST;
 }
 
@@ -188,7 +188,7 @@ int kfdcr_img_write_tmp(int dirfd, const char *final, const void *buf, size_t le
 		ret = -errno;
 	close(fd);
 	if (ret) {
-		kfdcr_img_set_err(err, "%s: write failed: %s", final, strerror(-ret));
+		kfdcr_set_err(err, "%s: write failed: %s", final, strerror(-ret));
 		unlinkat(dirfd, path, 0);
 	}
 	return ret;
@@ -209,29 +209,29 @@ int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char 
 	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);	/* a FIFO must not hang us */
 	if (fd < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "%s: cannot open: %s", path, strerror(errno));
+		kfdcr_set_err(err, "%s: cannot open: %s", path, strerror(errno));
 		return ret;
 	}
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "%s: stat: %s", path, strerror(errno));
+		kfdcr_set_err(err, "%s: stat: %s", path, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		ret = -EINVAL;
-		kfdcr_img_set_err(err, "%s: not a regular file", path);
+		kfdcr_set_err(err, "%s: not a regular file", path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > max) {
 		ret = -EFBIG;
-		kfdcr_img_set_err(err, "%s: %lld bytes, more than the format allows (%zu)",
+		kfdcr_set_err(err, "%s: %lld bytes, more than the format allows (%zu)",
 				  path, (long long)st.st_size, max);
 		goto out;
 	}
 	buf = malloc(st.st_size ? st.st_size : 1);
 	if (!buf) {
 		ret = -ENOMEM;
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		goto out;
 	}
 	while (got < (size_t)st.st_size) {
@@ -241,7 +241,7 @@ int kfdcr_img_read_whole(int dirfd, const char *path, size_t max, unsigned char 
 			continue;
 		if (n < 0) {
 			ret = -errno;
-			kfdcr_img_set_err(err, "%s: read: %s", path, strerror(errno));
+			kfdcr_set_err(err, "%s: read: %s", path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)

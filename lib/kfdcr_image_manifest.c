@@ -107,7 +107,7 @@ static bool range_ok(uint64_t off, uint64_t len, uint64_t limit)
 	return off <= limit && len <= limit - off;
 }
 
-#define BAD(...) do { kfdcr_img_set_err(err, __VA_ARGS__); return -EBADMSG; } while (0)
+#define BAD(...) do { kfdcr_set_err(err, __VA_ARGS__); return -EBADMSG; } while (0)
 
 /* Magic, version, header CRC, size, trailer and the CRC of everything. */
 static int check_frame(const unsigned char *buf, size_t len, const char *f, struct disk_hdr *h,
@@ -296,7 +296,7 @@ static int parse_records(struct kfdcr_img *img, const struct disk_hdr *h, struct
 	img->data_names = calloc(h->num_gpus ? h->num_gpus : 1, sizeof(*img->data_names));
 	sums = calloc(h->num_gpus ? h->num_gpus : 1, sizeof(*sums));
 	if (!d->gpus || !d->bos || !img->data_names || !sums) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		free(sums);
 		return -ENOMEM;
 	}
@@ -354,7 +354,7 @@ int kfdcr_img_open(int dirfd, const char *name, struct kfdcr_img **out,
 
 	img = calloc(1, sizeof(*img));
 	if (!img) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	img->dirfd = dirfd;

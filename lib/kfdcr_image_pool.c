@@ -76,7 +76,7 @@ int kfdcr_img_pool_run(unsigned int num_items, unsigned int num_threads, kfdcr_i
 		num_threads = 1;
 	ts = calloc(num_threads, sizeof(*ts));
 	if (!ts) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	for (; started < num_threads; started++) {
@@ -88,7 +88,7 @@ int kfdcr_img_pool_run(unsigned int num_items, unsigned int num_threads, kfdcr_i
 	}
 	/* Fewer threads than asked for only means less parallelism. */
 	if (!started) {
-		kfdcr_img_set_err(err, "cannot start a worker thread: %s", strerror(ret));
+		kfdcr_set_err(err, "cannot start a worker thread: %s", strerror(ret));
 		free(ts);
 		return -ret;
 	}

@@ -166,8 +166,6 @@ struct kfdcr_img {
 
 /* ---- kfdcr_image_format.c ---- */
 
-__attribute__((format(printf, 2, 3)))
-void kfdcr_img_set_err(struct kfdcr_err *err, const char *fmt, ...);
 void kfdcr_img_xclose(int fd);
 uint32_t kfdcr_img_crc_zeroed(const void *rec, size_t size, size_t field_off);
 #define HDR_CRC(p)	kfdcr_img_crc_zeroed((p), sizeof(*(p)), offsetof(__typeof__(*(p)), header_crc))

@@ -122,12 +122,12 @@ static int pread_or_report(struct rfile *f, void *buf, size_t len, uint64_t off,
 	if (!ret)
 		f->bytes_read += len;
 	if (ret == -ENODATA) {
-		kfdcr_img_set_err(err, "%s: truncated: file ends inside %s at offset %" PRIu64,
+		kfdcr_set_err(err, "%s: truncated: file ends inside %s at offset %" PRIu64,
 				  f->name, what, off);
 		return -EBADMSG;
 	}
 	if (ret)
-		kfdcr_img_set_err(err, "%s: read at offset %" PRIu64 ": %s", f->name, off, strerror(-ret));
+		kfdcr_set_err(err, "%s: read at offset %" PRIu64 ": %s", f->name, off, strerror(-ret));
 	return ret;
 }
 
@@ -142,26 +142,26 @@ static int check_data_header(const struct kfdcr_img *img, unsigned int g, struct
 	if (ret)
 		return ret;
 	if (memcmp(h.magic, DATA_MAGIC, 8)) {
-		kfdcr_img_set_err(err, "%s: not a kfdcr data file (bad magic)", f->name);
+		kfdcr_set_err(err, "%s: not a kfdcr data file (bad magic)", f->name);
 		return -EBADMSG;
 	}
 	if (h.version_major != KFDCR_IMG_VERSION_MAJOR) {
-		kfdcr_img_set_err(err, "%s: format version %u.%u is not supported (this kfdcr reads %u.x)",
+		kfdcr_set_err(err, "%s: format version %u.%u is not supported (this kfdcr reads %u.x)",
 				  f->name, h.version_major, h.version_minor, KFDCR_IMG_VERSION_MAJOR);
 		return -EBADMSG;
 	}
 	if (h.header_size != sizeof(h) || h.header_crc != HDR_CRC(&h)) {
-		kfdcr_img_set_err(err, "%s: header checksum mismatch", f->name);
+		kfdcr_set_err(err, "%s: header checksum mismatch", f->name);
 		return -EBADMSG;
 	}
 	if (h.image_id != img->desc.image_id || h.gpu_index != g) {
-		kfdcr_img_set_err(err, "%s: foreign data file: it belongs to image %016" PRIx64 " GPU %u, the manifest is image %016" PRIx64 " GPU %u",
+		kfdcr_set_err(err, "%s: foreign data file: it belongs to image %016" PRIx64 " GPU %u, the manifest is image %016" PRIx64 " GPU %u",
 				  f->name, h.image_id, h.gpu_index, img->desc.image_id, g);
 		return -EBADMSG;
 	}
 	if (h.compression != gpu->compression || h.slice_size != gpu->slice_size ||
 	    h.gpu_id != gpu->gpu_id || h.page_size != PAGE) {
-		kfdcr_img_set_err(err, "%s: header disagrees with the manifest", f->name);
+		kfdcr_set_err(err, "%s: header disagrees with the manifest", f->name);
 		return -EBADMSG;
 	}
 	return 0;
@@ -179,11 +179,11 @@ static int check_data_trailer(const struct kfdcr_img *img, unsigned int g, struc
 		return ret;
 	if (memcmp(t.magic, END_MAGIC, 8) || t.trailer_crc != kfdcr_img_trailer_crc(&t) ||
 	    t.end_offset != f->data_end || t.num_chunks != gpu->num_chunks) {
-		kfdcr_img_set_err(err, "%s: bad trailer at offset %" PRIu64, f->name, f->data_end);
+		kfdcr_set_err(err, "%s: bad trailer at offset %" PRIu64, f->name, f->data_end);
 		return -EBADMSG;
 	}
 	if (t.crc != gpu->data_crc) {
-		kfdcr_img_set_err(err, "%s: checksum mismatch (file CRC %08x, manifest says %08x)",
+		kfdcr_set_err(err, "%s: checksum mismatch (file CRC %08x, manifest says %08x)",
 				  f->name, t.crc, gpu->data_crc);
 		return -EBADMSG;
 	}
@@ -202,20 +202,20 @@ static int open_data_file(struct kfdcr_img *img, unsigned int g, struct rfile *f
 	f->fd = openat(img->dirfd, f->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (f->fd < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "%s: cannot open: %s", f->name, strerror(errno));
+		kfdcr_set_err(err, "%s: cannot open: %s", f->name, strerror(errno));
 		return ret;
 	}
 	if (fstat(f->fd, &st) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "%s: stat: %s", f->name, strerror(errno));
+		kfdcr_set_err(err, "%s: stat: %s", f->name, strerror(errno));
 		return ret;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		kfdcr_img_set_err(err, "%s: not a regular file", f->name);
+		kfdcr_set_err(err, "%s: not a regular file", f->name);
 		return -EBADMSG;
 	}
 	if ((uint64_t)st.st_size != gpu->data_size) {
-		kfdcr_img_set_err(err, "%s: %s: %lld bytes, the manifest says %" PRIu64, f->name,
+		kfdcr_set_err(err, "%s: %s: %lld bytes, the manifest says %" PRIu64, f->name,
 				  (uint64_t)st.st_size < gpu->data_size ? "truncated" : "wrong size",
 				  (long long)st.st_size, gpu->data_size);
 		return -EBADMSG;
@@ -259,7 +259,7 @@ static int plan_read(const struct kfdcr_img *img, size_t cap, struct rplan *p,
 	}
 	need = window + p->dbuf + p->ext;
 	if (need > cap) {
-		kfdcr_img_set_err(err, "%s: slice_size %u needs %zu KiB of read buffers, more than the buffer cap of %zu KiB",
+		kfdcr_set_err(err, "%s: slice_size %u needs %zu KiB of read buffers, more than the buffer cap of %zu KiB",
 				  img->data_names[worst], d->gpus[worst].slice_size, (need + 1023) >> 10, cap >> 10);
 		return -ENOBUFS;
 	}
@@ -337,7 +337,7 @@ static int rneed_map(struct rworker *w, size_t n, const char *what)
 		int e = errno;
 
 		w->map = NULL;
-		kfdcr_img_set_err(w->err, "%s: mmap at offset %" PRIu64 ": %s", w->name, off, strerror(e));
+		kfdcr_set_err(w->err, "%s: mmap at offset %" PRIu64 ": %s", w->name, off, strerror(e));
 		return -e;
 	}
 	w->map_off = off;
@@ -365,12 +365,12 @@ static int rneed(struct rworker *w, size_t n, const char *what)
 	const uint64_t end = w->f->data_end;
 
 	if (n > end - w->pos) {
-		kfdcr_img_set_err(w->err, "%s: truncated: %s at offset %" PRIu64 " runs %" PRIu64 " bytes into the trailer",
+		kfdcr_set_err(w->err, "%s: truncated: %s at offset %" PRIu64 " runs %" PRIu64 " bytes into the trailer",
 				  w->name, what, w->pos, n - (end - w->pos));
 		return -EBADMSG;
 	}
 	if (n > w->size) {
-		kfdcr_img_set_err(w->err, "%s: %s at offset %" PRIu64 " claims %zu bytes, more than any valid chunk",
+		kfdcr_set_err(w->err, "%s: %s at offset %" PRIu64 " claims %zu bytes, more than any valid chunk",
 				  w->name, what, w->pos, n);
 		return -EBADMSG;
 	}
@@ -400,11 +400,11 @@ static int rneed(struct rworker *w, size_t n, const char *what)
 		if (r < 0) {
 			int e = errno;
 
-			kfdcr_img_set_err(w->err, "%s: read at offset %" PRIu64 ": %s", w->name, at, strerror(e));
+			kfdcr_set_err(w->err, "%s: read at offset %" PRIu64 ": %s", w->name, at, strerror(e));
 			return -e;
 		}
 		if (r == 0) {
-			kfdcr_img_set_err(w->err, "%s: truncated: file ends inside %s at offset %" PRIu64,
+			kfdcr_set_err(w->err, "%s: truncated: file ends inside %s at offset %" PRIu64,
 					  w->name, what, w->pos);
 			return -EBADMSG;
 		}
@@ -451,7 +451,7 @@ static int check_chunk_header(struct rworker *w, const struct disk_chunk *ch, un
 	const char *bad = NULL;
 
 	if (ch->magic != CHUNK_MAGIC) {
-		kfdcr_img_set_err(w->err, "%s: bad chunk magic at offset %" PRIu64 " (BO %u)", w->name, w->pos, bi);
+		kfdcr_set_err(w->err, "%s: bad chunk magic at offset %" PRIu64 " (BO %u)", w->name, w->pos, bi);
 		return -EBADMSG;
 	}
 	if (ch->bo_index != bi)
@@ -471,7 +471,7 @@ static int check_chunk_header(struct rworker *w, const struct disk_chunk *ch, un
 		bad = "stored_len";
 	if (bad) {
 		/* A flipped bit or a crafted file: the CRC would tell, but this comes first. */
-		kfdcr_img_set_err(w->err, "%s: chunk at offset %" PRIu64 " (BO %u, byte %" PRIu64 "): bad %s",
+		kfdcr_set_err(w->err, "%s: chunk at offset %" PRIu64 " (BO %u, byte %" PRIu64 "): bad %s",
 				  w->name, w->pos, bi, covered, bad);
 		return -EBADMSG;
 	}
@@ -492,7 +492,7 @@ static int check_extents(struct rworker *w, const struct disk_chunk *ch, uint64_
 
 		if (off < prev_end || off >= ch->slice_len || len == 0 || len > ch->slice_len - off ||
 		    off % PAGE || (len % PAGE && off + len != ch->slice_len)) {
-			kfdcr_img_set_err(w->err, "%s: chunk at offset %" PRIu64 ": extent %u (%" PRIu64 "+%" PRIu64 ") is outside its slice of %u bytes, unaligned or out of order",
+			kfdcr_set_err(w->err, "%s: chunk at offset %" PRIu64 ": extent %u (%" PRIu64 "+%" PRIu64 ") is outside its slice of %u bytes, unaligned or out of order",
 					  w->name, at, e, off, len, ch->slice_len);
 			return -EBADMSG;
 		}
@@ -500,7 +500,7 @@ static int check_extents(struct rworker *w, const struct disk_chunk *ch, uint64_
 		sum += len;
 	}
 	if (sum != ch->raw_len) {
-		kfdcr_img_set_err(w->err, "%s: chunk at offset %" PRIu64 ": extents add up to %" PRIu64 " bytes, raw_len says %u",
+		kfdcr_set_err(w->err, "%s: chunk at offset %" PRIu64 ": extents add up to %" PRIu64 " bytes, raw_len says %u",
 				  w->name, at, sum, ch->raw_len);
 		return -EBADMSG;
 	}
@@ -519,7 +519,7 @@ static int chunk_data(struct rworker *w, const struct disk_chunk *ch, const unsi
 		size_t z = ZSTD_decompressDCtx(w->dctx, w->dbuf, ch->slice_len, payload, ch->stored_len);
 
 		if (ZSTD_isError(z) || z != ch->raw_len) {
-			kfdcr_img_set_err(w->err, "%s: chunk at offset %" PRIu64 ": zstd: %s", w->name, at,
+			kfdcr_set_err(w->err, "%s: chunk at offset %" PRIu64 ": zstd: %s", w->name, at,
 					  ZSTD_isError(z) ? ZSTD_getErrorName(z) : "wrong decompressed size");
 			return -EBADMSG;
 		}
@@ -527,7 +527,7 @@ static int chunk_data(struct rworker *w, const struct disk_chunk *ch, const unsi
 		return 0;
 	}
 #else
-	kfdcr_img_set_err(w->err, "%s: image is zstd-compressed but kfdcr was built without libzstd", w->name);
+	kfdcr_set_err(w->err, "%s: image is zstd-compressed but kfdcr was built without libzstd", w->name);
 	return -ENOTSUP;
 #endif
 }
@@ -584,7 +584,7 @@ static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img
 	crc = kfdcr_img_crc_zeroed(&ch, sizeof(ch), offsetof(struct disk_chunk, crc));
 	crc = kfdcr_crc32c(crc, w->cur + sizeof(ch), total - sizeof(ch));
 	if (crc != ch.crc) {
-		kfdcr_img_set_err(w->err, "%s: checksum mismatch in chunk at offset %" PRIu64 " (BO %u handle %#" PRIx64 ", bytes %" PRIu64 "-%" PRIu64 ")",
+		kfdcr_set_err(w->err, "%s: checksum mismatch in chunk at offset %" PRIu64 " (BO %u handle %#" PRIx64 ", bytes %" PRIu64 "-%" PRIu64 ")",
 				  w->name, at, bi, bo->handle, covered, covered + ch.slice_len);
 		return -EBADMSG;
 	}
@@ -600,7 +600,7 @@ static int read_chunk(struct rworker *w, unsigned int bi, const struct kfdcr_img
 	if (w->sink) {
 		ret = sink_slice(w, bi, covered, &ch, data);
 		if (ret) {
-			kfdcr_img_set_err(w->err, "restoring BO %u (handle %#" PRIx64 ") at offset %" PRIu64 ": %s",
+			kfdcr_set_err(w->err, "restoring BO %u (handle %#" PRIx64 ") at offset %" PRIu64 ": %s",
 					  bi, bo->handle, covered, strerror(ret < 0 ? -ret : EIO));
 			return ret < 0 ? ret : -EIO;
 		}
@@ -622,7 +622,7 @@ static int read_bo(struct rworker *w, unsigned int bi, const struct kfdcr_img_gp
 	int ret;
 
 	if (w->pos != bo->data_offset) {
-		kfdcr_img_set_err(w->err, "%s: BO %u should start at offset %" PRIu64 ", found offset %" PRIu64,
+		kfdcr_set_err(w->err, "%s: BO %u should start at offset %" PRIu64 ", found offset %" PRIu64,
 				  w->name, bi, bo->data_offset, w->pos);
 		return -EBADMSG;
 	}
@@ -645,12 +645,12 @@ static int read_bo(struct rworker *w, unsigned int bi, const struct kfdcr_img_gp
 		(*nchunks)++;
 	}
 	if (covered != bo->size || stored != bo->stored_bytes || nonzero != bo->nonzero_bytes) {
-		kfdcr_img_set_err(w->err, "%s: BO %u (handle %#" PRIx64 "): data does not match its record",
+		kfdcr_set_err(w->err, "%s: BO %u (handle %#" PRIx64 "): data does not match its record",
 				  w->name, bi, bo->handle);
 		return -EBADMSG;
 	}
 	if (bo_crc != bo->crc) {
-		kfdcr_img_set_err(w->err, "%s: BO %u (handle %#" PRIx64 "): checksum mismatch",
+		kfdcr_set_err(w->err, "%s: BO %u (handle %#" PRIx64 "): checksum mismatch",
 				  w->name, bi, bo->handle);
 		return -EBADMSG;
 	}
@@ -676,17 +676,17 @@ static int read_gpu(struct rworker *w)
 		nonzero += d->bos[bi].nonzero_bytes;
 	}
 	if (w->pos != w->f->data_end) {
-		kfdcr_img_set_err(w->err, "%s: %" PRIu64 " bytes between the last chunk and the trailer",
+		kfdcr_set_err(w->err, "%s: %" PRIu64 " bytes between the last chunk and the trailer",
 				  w->name, w->f->data_end - w->pos);
 		return -EBADMSG;
 	}
 	if (nchunks != gpu->num_chunks || nonzero != gpu->stored_bytes) {
-		kfdcr_img_set_err(w->err, "%s: %" PRIu64 " chunks with %" PRIu64 " non-zero bytes, the manifest says %u and %" PRIu64,
+		kfdcr_set_err(w->err, "%s: %" PRIu64 " chunks with %" PRIu64 " non-zero bytes, the manifest says %u and %" PRIu64,
 				  w->name, nchunks, nonzero, gpu->num_chunks, gpu->stored_bytes);
 		return -EBADMSG;
 	}
 	if (file_crc != gpu->data_crc) {
-		kfdcr_img_set_err(w->err, "%s: checksum mismatch (file CRC %08x, manifest says %08x)",
+		kfdcr_set_err(w->err, "%s: checksum mismatch (file CRC %08x, manifest says %08x)",
 				  w->name, file_crc, gpu->data_crc);
 		return -EBADMSG;
 	}
@@ -724,7 +724,7 @@ static int read_worker(struct kfdcr_img_pool *pool, void *arg, unsigned int thre
 		/* mmap was wanted but this file cannot be mapped: a window after all. */
 		w->buf = aligned_alloc(PAGE, w->size);
 		if (!w->buf) {
-			kfdcr_img_set_err(err, "out of memory");
+			kfdcr_set_err(err, "out of memory");
 			return -ENOMEM;
 		}
 	}
@@ -769,13 +769,13 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 	int ret;
 
 	if (sink && !sink->write) {
-		kfdcr_img_set_err(err, "sink without a write callback");
+		kfdcr_set_err(err, "sink without a write callback");
 		return -EINVAL;
 	}
 	c.mmap_wanted = opts && opts->read_io == KFDCR_IMG_IO_MMAP;
 	c.files = calloc(d->num_gpus ? d->num_gpus : 1, sizeof(*c.files));
 	if (!c.files) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	for (unsigned int i = 0; i < d->num_gpus; i++)
@@ -787,14 +787,14 @@ int kfdcr_img_read(struct kfdcr_img *img, const struct kfdcr_img_sink *sink,
 		goto out;
 	c.ws = calloc(plan.threads ? plan.threads : 1, sizeof(*c.ws));
 	if (!c.ws) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		ret = -ENOMEM;
 		goto out;
 	}
 	for (unsigned int t = 0; t < plan.threads; t++) {
 		ret = alloc_worker(&c.ws[t], &plan, c.mmap_wanted);
 		if (ret) {
-			kfdcr_img_set_err(err, "out of memory for %zu KiB of read buffers", c.ws[t].allocated >> 10);
+			kfdcr_set_err(err, "out of memory for %zu KiB of read buffers", c.ws[t].allocated >> 10);
 			goto out;
 		}
 	}

@@ -110,7 +110,7 @@ again:
 		goto again;
 	}
 	if (ret) {
-		kfdcr_img_set_err(w->err, "%s: write failed: %s", w->final, strerror(-ret));
+		kfdcr_set_err(w->err, "%s: write failed: %s", w->final, strerror(-ret));
 		return ret;
 	}
 	w->written += n;
@@ -225,7 +225,7 @@ static int write_gpu(struct wworker *w)
 	if (!w->direct && w->opts->write_io == KFDCR_IMG_IO_DIRECT) {
 		/* AUTO falls back to buffered + fsync (tmpfs, some FUSE); DIRECT may not. */
 		ret = -errno;
-		kfdcr_img_set_err(w->err, "%s: O_DIRECT: %s", w->final, strerror(errno));
+		kfdcr_set_err(w->err, "%s: O_DIRECT: %s", w->final, strerror(errno));
 		return ret;
 	}
 
@@ -263,7 +263,7 @@ static int write_gpu(struct wworker *w)
 				return -ECANCELED;
 			ret = w->src->read(w->src->arg, bi, off, w->in, len);
 			if (ret) {
-				kfdcr_img_set_err(w->err, "reading BO %u (handle %#" PRIx64 ") at offset %" PRIu64 ": %s",
+				kfdcr_set_err(w->err, "reading BO %u (handle %#" PRIx64 ") at offset %" PRIu64 ": %s",
 					bi, bo->handle, off, strerror(ret < 0 ? -ret : EIO));
 				return ret < 0 ? ret : -EIO;
 			}
@@ -290,12 +290,12 @@ static int write_gpu(struct wworker *w)
 		return ret;
 	if (w->written != w->file_pos && ftruncate(w->fd, w->file_pos) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(w->err, "%s: ftruncate: %s", w->final, strerror(errno));
+		kfdcr_set_err(w->err, "%s: ftruncate: %s", w->final, strerror(errno));
 		return ret;
 	}
 	if (!w->opts->no_fsync && fsync(w->fd) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(w->err, "%s: fsync: %s", w->final, strerror(errno));
+		kfdcr_set_err(w->err, "%s: fsync: %s", w->final, strerror(errno));
 		return ret;
 	}
 	gpu->compression = w->opts->compression;
@@ -329,7 +329,7 @@ static int plan_buffers(size_t cap, unsigned int nworkers, uint32_t comp,
 	while (s >= MIN_SLICE && s + kfdcr_img_max_chunk(s, comp) + 2 * DIO_ALIGN > per)
 		s -= MIN_SLICE;
 	if (s < MIN_SLICE) {
-		kfdcr_img_set_err(err, "buffer cap of %zu KiB is too small for %u GPU workers (need %zu KiB each)",
+		kfdcr_set_err(err, "buffer cap of %zu KiB is too small for %u GPU workers (need %zu KiB each)",
 			cap >> 10, nworkers, (MIN_SLICE + kfdcr_img_max_chunk(MIN_SLICE, comp) + 2 * DIO_ALIGN) >> 10);
 		return -EINVAL;
 	}
@@ -342,24 +342,24 @@ static int plan_buffers(size_t cap, unsigned int nworkers, uint32_t comp,
 static int check_desc(const struct kfdcr_img_desc *d, struct kfdcr_err *err)
 {
 	if (d->num_gpus > MAX_GPUS || d->num_bos > MAX_BOS) {
-		kfdcr_img_set_err(err, "too many GPUs (%u) or BOs (%u)", d->num_gpus, d->num_bos);
+		kfdcr_set_err(err, "too many GPUs (%u) or BOs (%u)", d->num_gpus, d->num_bos);
 		return -EINVAL;
 	}
 	for (unsigned int b = 0; b < d->num_bos; b++) {
 		const struct kfdcr_img_bo *bo = &d->bos[b];
 
 		if (bo->gpu_index != KFDCR_IMG_NO_GPU && bo->gpu_index >= d->num_gpus) {
-			kfdcr_img_set_err(err, "BO %u (handle %#" PRIx64 "): GPU index %u out of range (%u GPUs)",
+			kfdcr_set_err(err, "BO %u (handle %#" PRIx64 "): GPU index %u out of range (%u GPUs)",
 				b, bo->handle, bo->gpu_index, d->num_gpus);
 			return -EINVAL;
 		}
 		if (bo->has_data && bo->gpu_index == KFDCR_IMG_NO_GPU) {
-			kfdcr_img_set_err(err, "BO %u (handle %#" PRIx64 "): has data but no GPU", b, bo->handle);
+			kfdcr_set_err(err, "BO %u (handle %#" PRIx64 "): has data but no GPU", b, bo->handle);
 			return -EINVAL;
 		}
 	}
 	if ((d->priv_size && !d->priv_data) || (d->topo_size && !d->topology)) {
-		kfdcr_img_set_err(err, "priv_data or topology size without a buffer");
+		kfdcr_set_err(err, "priv_data or topology size without a buffer");
 		return -EINVAL;
 	}
 	return 0;
@@ -389,16 +389,16 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		return ret;
 #ifndef HAVE_ZSTD
 	if (opts.compression == KFDCR_IMG_COMP_ZSTD) {
-		kfdcr_img_set_err(err, "zstd compression requested but kfdcr was built without libzstd");
+		kfdcr_set_err(err, "zstd compression requested but kfdcr was built without libzstd");
 		return -ENOTSUP;
 	}
 #endif
 	if (opts.write_io > KFDCR_IMG_IO_BUFFERED) {
-		kfdcr_img_set_err(err, "unknown write_io mode %u", opts.write_io);
+		kfdcr_set_err(err, "unknown write_io mode %u", opts.write_io);
 		return -EINVAL;
 	}
 	if (opts.compression > KFDCR_IMG_COMP_ZSTD) {
-		kfdcr_img_set_err(err, "unknown compression %u", opts.compression);
+		kfdcr_set_err(err, "unknown compression %u", opts.compression);
 		return -EINVAL;
 	}
 	opts.buffer_bytes = kfdcr_img_buffer_cap(&opts);
@@ -421,7 +421,7 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 
 	ws = calloc(desc->num_gpus ? desc->num_gpus : 1, sizeof(*ws));
 	if (!ws) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	for (unsigned int g = 0; g < desc->num_gpus; g++) {
@@ -448,7 +448,7 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 		    || (opts.compression == KFDCR_IMG_COMP_ZSTD && !w->cctx)
 #endif
 		   ) {
-			kfdcr_img_set_err(err, "out of memory for %zu MiB of buffers", opts.buffer_bytes >> 20);
+			kfdcr_set_err(err, "out of memory for %zu MiB of buffers", opts.buffer_bytes >> 20);
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -460,7 +460,7 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 
 	man = kfdcr_img_build_manifest(desc, &mlen);
 	if (!man) {
-		kfdcr_img_set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -472,20 +472,20 @@ int kfdcr_img_write(int dirfd, const char *name, struct kfdcr_img_desc *desc,
 	for (unsigned int g = 0; g < desc->num_gpus; g++) {
 		if (renameat(dirfd, ws[g].path, dirfd, ws[g].final) < 0) {
 			ret = -errno;
-			kfdcr_img_set_err(err, "%s: rename: %s", ws[g].final, strerror(errno));
+			kfdcr_set_err(err, "%s: rename: %s", ws[g].final, strerror(errno));
 			goto out;
 		}
 		ws[g].created = false;
 	}
 	if (renameat(dirfd, mtmp, dirfd, mfinal) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "%s: rename: %s", mfinal, strerror(errno));
+		kfdcr_set_err(err, "%s: rename: %s", mfinal, strerror(errno));
 		goto out;
 	}
 	mcreated = false;
 	if (!opts.no_fsync && fsync(dirfd) < 0) {
 		ret = -errno;
-		kfdcr_img_set_err(err, "image directory: fsync: %s", strerror(errno));
+		kfdcr_set_err(err, "image directory: fsync: %s", strerror(errno));
 		goto out;
 	}
 

@@ -22,18 +22,6 @@
 #define MAX_NODES	1024
 #define MAX_ENTRIES	4096	/* props, banks or links of one node */
 
-__attribute__((format(printf, 2, 3)))
-static void set_err(struct kfdcr_err *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-}
-
 #define PATH_LEN	4096
 
 /* snprintf into a PATH_LEN buffer; a path that does not fit is an error. */
@@ -47,7 +35,7 @@ static int pathf(char *buf, struct kfdcr_err *err, const char *fmt, ...)
 	n = vsnprintf(buf, PATH_LEN, fmt, ap);
 	va_end(ap);
 	if (n < 0 || n >= PATH_LEN) {
-		set_err(err, "topology path too long: %.100s...", buf);
+		kfdcr_set_err(err, "topology path too long: %.100s...", buf);
 		return -ENAMETOOLONG;
 	}
 	return 0;
@@ -165,7 +153,7 @@ static int parse_props(const char *path, int (*cb)(void *arg, const char *key, u
 
 	if (!f) {
 		ret = -errno;
-		set_err(err, "%s: cannot open: %s", path, strerror(errno));
+		kfdcr_set_err(err, "%s: cannot open: %s", path, strerror(errno));
 		return ret;
 	}
 	while (fgets(line, sizeof(line), f)) {
@@ -175,19 +163,19 @@ static int parse_props(const char *path, int (*cb)(void *arg, const char *key, u
 		if (sscanf(line, "%63s %llu %1s", key, &v, extra) != 2 || line[0] == ' ' ||
 		    strchr(line, '-')) {
 			line[strcspn(line, "\n")] = '\0';
-			set_err(err, "%s:%u: expected \"<key> <unsigned number>\", got \"%s\"", path, lineno, line);
+			kfdcr_set_err(err, "%s:%u: expected \"<key> <unsigned number>\", got \"%s\"", path, lineno, line);
 			ret = -EBADMSG;
 			break;
 		}
 		ret = cb(arg, key, v);
 		if (ret) {
-			set_err(err, "%s:%u: %s", path, lineno, strerror(-ret));
+			kfdcr_set_err(err, "%s:%u: %s", path, lineno, strerror(-ret));
 			break;
 		}
 	}
 	if (!ret && ferror(f)) {
 		ret = -EIO;
-		set_err(err, "%s: read error", path);
+		kfdcr_set_err(err, "%s: read error", path);
 	}
 	fclose(f);
 	return ret;
@@ -262,7 +250,7 @@ static int list_numeric(const char *path, unsigned int **out, unsigned int *coun
 		if (errno == ENOENT)
 			return 0;
 		ret = -errno;
-		set_err(err, "%s: cannot open: %s", path, strerror(errno));
+		kfdcr_set_err(err, "%s: cannot open: %s", path, strerror(errno));
 		return ret;
 	}
 	while ((de = readdir(d))) {
@@ -273,7 +261,7 @@ static int list_numeric(const char *path, unsigned int **out, unsigned int *coun
 			continue;
 		ret = grow(&v, n, sizeof(*v));
 		if (ret) {
-			set_err(err, "%s: %s", path, strerror(-ret));
+			kfdcr_set_err(err, "%s: %s", path, strerror(-ret));
 			break;
 		}
 		v[n++] = id;
@@ -296,12 +284,12 @@ static int add_bank(struct kfdcr_topo_node *n, const struct kv *kv, const char *
 	int ret;
 
 	if (!kv->has_heap || !kv->has_size) {
-		set_err(err, "%s: no heap_type or size_in_bytes", path);
+		kfdcr_set_err(err, "%s: no heap_type or size_in_bytes", path);
 		return -EBADMSG;
 	}
 	ret = grow(&n->banks, n->num_banks, sizeof(*n->banks));
 	if (ret) {
-		set_err(err, "%s: %s", path, strerror(-ret));
+		kfdcr_set_err(err, "%s: %s", path, strerror(-ret));
 		return ret;
 	}
 	n->banks[n->num_banks++] = (struct kfdcr_topo_bank){ .heap_type = kv->heap_type, .size = kv->size };
@@ -314,12 +302,12 @@ static int add_link(struct kfdcr_topo_node *n, const struct kv *kv, const char *
 	int ret;
 
 	if (!kv->has_type || !kv->has_to) {
-		set_err(err, "%s: no type or node_to", path);
+		kfdcr_set_err(err, "%s: no type or node_to", path);
 		return -EBADMSG;
 	}
 	ret = grow(&n->links, n->num_links, sizeof(*n->links));
 	if (ret) {
-		set_err(err, "%s: %s", path, strerror(-ret));
+		kfdcr_set_err(err, "%s: %s", path, strerror(-ret));
 		return ret;
 	}
 	n->links[n->num_links++] = (struct kfdcr_topo_link){
@@ -369,12 +357,12 @@ static int parse_node(const char *dir, struct kfdcr_topo_node *n, struct kfdcr_e
 	if (ret == -EPERM || ret == -EACCES)
 		return 1;	/* hidden by the device cgroup: not ours */
 	if (ret) {
-		set_err(err, "%s: %s", path, strerror(-ret));
+		kfdcr_set_err(err, "%s: %s", path, strerror(-ret));
 		return ret;
 	}
 	n->gpu_id = strtoul(buf, &end, 10);
 	if (*end || buf[0] == '\0') {
-		set_err(err, "%s: not a number: \"%s\"", path, buf);
+		kfdcr_set_err(err, "%s: not a number: \"%s\"", path, buf);
 		return -EBADMSG;
 	}
 	ret = pathf(path, err, "%s/name", dir);
@@ -400,7 +388,7 @@ int kfdcr_topo_parse(const char *root, struct kfdcr_topo **out, struct kfdcr_err
 	int ret;
 
 	if (!t) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	if (!root)
@@ -410,7 +398,7 @@ int kfdcr_topo_parse(const char *root, struct kfdcr_topo **out, struct kfdcr_err
 		goto fail;
 	ret = read_line(path, buf, sizeof(buf));
 	if (ret) {
-		set_err(err, "%s: %s (is the KFD driver loaded?)", path, strerror(-ret));
+		kfdcr_set_err(err, "%s: %s (is the KFD driver loaded?)", path, strerror(-ret));
 		goto fail;
 	}
 	t->generation_id = strtoul(buf, NULL, 10);
@@ -421,13 +409,13 @@ int kfdcr_topo_parse(const char *root, struct kfdcr_topo **out, struct kfdcr_err
 	if (ret)
 		goto fail;
 	if (count > MAX_NODES) {
-		set_err(err, "%s: %u nodes, more than %u", path, count, MAX_NODES);
+		kfdcr_set_err(err, "%s: %u nodes, more than %u", path, count, MAX_NODES);
 		ret = -E2BIG;
 		goto fail;
 	}
 	t->nodes = calloc(count ? count : 1, sizeof(*t->nodes));
 	if (!t->nodes) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -537,7 +525,7 @@ int kfdcr_topo_deserialize(const char *buf, size_t len, struct kfdcr_topo **out,
 	int ret = 0;
 
 	if (!t) {
-		set_err(err, "out of memory");
+		kfdcr_set_err(err, "out of memory");
 		return -ENOMEM;
 	}
 	while (p < end && !ended) {
@@ -573,7 +561,7 @@ int kfdcr_topo_deserialize(const char *buf, size_t len, struct kfdcr_topo **out,
 
 				if (!q) {
 					ret = -ENOMEM;
-					set_err(err, "out of memory");
+					kfdcr_set_err(err, "out of memory");
 					goto fail;
 				}
 				t->nodes = q;
@@ -607,14 +595,14 @@ int kfdcr_topo_deserialize(const char *buf, size_t len, struct kfdcr_topo **out,
 		(void)off;
 	}
 	if (!ended) {
-		set_err(err, "topology text: truncated (no \"end\" line)");
+		kfdcr_set_err(err, "topology text: truncated (no \"end\" line)");
 		ret = -EBADMSG;
 		goto fail;
 	}
 	*out = t;
 	return 0;
 bad:
-	set_err(err, "topology text: line %u is not understood", lineno);
+	kfdcr_set_err(err, "topology text: line %u is not understood", lineno);
 	ret = -EBADMSG;
 fail:
 	kfdcr_topo_free(t);
