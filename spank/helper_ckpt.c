@@ -1023,6 +1023,7 @@ out:
 	if (op == OP_VACATE) {
 		/* the tasks are gone (or going): Slurm requeues the job either way */
 		int r = hslurm_requeue(h->job);
+		unsigned int latest = 0;
 
 		if (r) {
 			hsay(h, "cannot requeue job %u: %s (submit with --requeue, or JobRequeue=1)", h->job,
@@ -1031,7 +1032,12 @@ out:
 				return ret;
 		}
 		h->vacated = true;
-		hinfo(h, "job %u requeued after checkpoint %d", h->job, seq);
+		if (ret && !kfdcr_latest_read(h->jobfd, &latest) && latest > 0)
+			hinfo(h, "job %u requeued: it restores from checkpoint %u", h->job, latest);
+		else if (ret)
+			hinfo(h, "job %u requeued without a checkpoint: it runs again from its start", h->job);
+		else
+			hinfo(h, "job %u requeued after checkpoint %d", h->job, seq);
 	}
 	return ret;
 }

@@ -331,7 +331,7 @@ static int init_dir(const char *sock, char *dir, size_t len)
  * C: root, PID 1 of the task's namespace.  Forks D, which goes on
  * through Slurm's task start and becomes the task, then execs kfdcr-init.
  */
-static int start_init(int hs, int initfd, const char *sock, const char *dir)
+static int start_init(int hs, const char *sock, const char *dir)
 {
 	char *argv[] = { site.init, "--socket", (char *)sock, NULL };
 	char *envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
@@ -344,7 +344,6 @@ static int start_init(int hs, int initfd, const char *sock, const char *dir)
 	if (d < 0)
 		_exit(1);
 	if (d == 0) {
-		close(initfd);
 		hs_fd = hs;
 		fcntl(hs_fd, F_SETFD, FD_CLOEXEC);
 		in_child = true;
@@ -355,12 +354,10 @@ static int start_init(int hs, int initfd, const char *sock, const char *dir)
 	for (int i = 0; i < 3; i++)
 		dup2(nul, i);
 	for (int i = 3; i < 65536; i++)
-		if (i != initfd)
-			close(i);
+		close(i);
 	if (chdir(dir))
 		_exit(1);
-	/* by the file opened before the node namespaces: their /tmp may hide its path */
-	fexecve(initfd, argv, envp);
+	execve(site.init, argv, envp);
 	_exit(127);
 }
 
@@ -373,7 +370,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 {
 	char sock[PATH_MAX], dir[PATH_MAX], msg[512];
 	uint32_t job = 0, step = 0, gtid = 0;
-	int sv[2], own_ns, initfd, jargc = 0;
+	int sv[2], own_ns, jargc = 0;
 	char **jargv = NULL;
 	struct node_ns_saved node_ns;
 	sigset_t held, task_mask;
@@ -432,9 +429,13 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	sigaddset(&held, site.request_signal);
 	sigaddset(&held, opts.signal ? opts.signal : site.signal);
 	sigprocmask(SIG_BLOCK, &held, &task_mask);
-	initfd = open(site.init, O_RDONLY | O_CLOEXEC);
-	if (initfd < 0) {
-		slurm_error(PFX "cannot open %s: %m", site.init);
+	/*
+	 * Exec'd by path inside them (criu dumps its mapping from the task's
+	 * mount namespace, where a file opened outside it has no mount).
+	 */
+	if (node && (!strncmp(site.init, "/tmp/", 5) || !strncmp(site.init, "/dev/shm/", 9))) {
+		slurm_error(PFX "%s is below /tmp or /dev/shm, which a kfdcr mpirun step's "
+			    "private tmpfs hide: install kfdcr-init elsewhere", site.init);
 		return -1;
 	}
 	if (node && node_ns_enter(&node_ns, msg, sizeof(msg))) {
@@ -455,9 +456,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		sigprocmask(SIG_SETMASK, &task_mask, NULL);
 		close(sv[0]);
 		close(own_ns);
-		return start_init(sv[1], initfd, sock, dir);
+		return start_init(sv[1], sock, dir);
 	}
-	close(initfd);
 	/* P: later children (criu) in our own namespaces, not in C's */
 	if (setns(own_ns, CLONE_NEWPID) || (node && node_ns_leave(&node_ns)))
 		_exit(126);
