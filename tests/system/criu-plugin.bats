@@ -12,6 +12,8 @@
 # This file reloads kfdsim with its own GPU counts and seeds; teardown_file
 # puts the test bed's module back.
 
+load criu
+
 setup_file() {
 	load common
 	export PLUGIN_DIR=$KFDCR_BUILDDIR/criu-plugin/.libs
@@ -64,14 +66,6 @@ teardown() {
 	return 0
 }
 
-# kfdsim_load NUM_GPUS SEED: (re)load kfdsim, as another node would have it.
-kfdsim_load() {
-	if grep -q '^kfdsim ' /proc/modules; then
-		rmmod kfdsim || return 1
-	fi
-	insmod "$KO" num_gpus="$1" id_seed="$2"
-}
-
 # devices_confined MINOR... -- COMMAND: run COMMAND in a (v1) device
 # cgroup that allows, of the render nodes, only renderD<MINOR>...  kfdsim,
 # like amdkfd, shows a process only the GPUs its device cgroup allows.
@@ -91,10 +85,6 @@ devices_confined() {
 	return $rc
 }
 
-gpu_ids() {
-	cat /sys/devices/virtual/kfd/kfd/topology/nodes/*/gpu_id | grep -v '^0$' | sort | tr '\n' ' '
-}
-
 # fd_list PID: the process's fd numbers, sorted.
 fd_list() {
 	ls "/proc/$1/fd" | sort -n
@@ -105,22 +95,6 @@ device_vmas() {
 	grep -c "$2" "/proc/$1/maps" || true
 }
 
-# Long enough that a dump always finds it running (kfdsim does some
-# hundred iterations a second under TCG).
-WL_ARGS=(--gpus 2 --iterations 1500 --seed 7 --progress 50)
-
-# Start the workload detached (criu needs a session of its own), wait
-# until it has done some iterations.
-start_workload() {
-	setsid "$WL" "${WL_ARGS[@]}" "$@" </dev/null >"$WORK/wl.out" 2>&1 &
-	WL_PID=$!
-	wait_for 120 "grep -q 'iteration 100/' $WORK/wl.out"
-}
-
-expected_result() {
-	"$WL" --cpu "${WL_ARGS[@]}" | sed -n 's/^result: //p'
-}
-
 # A neighbour on the GPUs (another job of the node): its BOs take the
 # render-node mmap offsets a freshly loaded kfdsim would hand out first,
 # so a restored process's BOs get other offsets than at its dump.
@@ -128,12 +102,6 @@ start_neighbour() {
 	setsid "$WL" --gpus 2 --iterations 10000 --progress 1 </dev/null >"$WORK/nb.out" 2>&1 &
 	NB_PID=$!
 	wait_for 120 "grep -q 'iteration 1/' $WORK/nb.out"
-}
-
-# Wait for the (restored) workload to print its result; echo it.
-final_result() {
-	wait_for 300 "grep -q '^result: ' $WORK/wl.out" || return 1
-	sed -n 's/^result: //p' "$WORK/wl.out"
 }
 
 criu_dump() { # DIR [criu options]

@@ -12,10 +12,13 @@
 # Reloads kfdsim with its own GPU counts and seeds; teardown_file puts the
 # test bed's module back.
 
+load criu
+
 setup_file() {
 	load common
 	export PLUGIN_DIR=$KFDCR_BUILDDIR/criu-plugin/.libs
 	export KFD_BIN=$KFDCR_BUILDDIR/tests/kfd
+	export WL=$KFD_BIN/kfd-workload
 	export KO=$KFDCR_SRCDIR/kernel/kfdsim.ko
 	export TB_GPUS=$((KFDCR_NODES * KFDCR_GPUS_PER_NODE))
 	criu check >/dev/null 2>&1 || true
@@ -59,34 +62,6 @@ teardown() {
 		tail -n 5 "$WORK/wl.out" 2>/dev/null
 	fi
 	return 0
-}
-
-kfdsim_load() { # NUM_GPUS SEED
-	if grep -q '^kfdsim ' /proc/modules; then
-		rmmod kfdsim || return 1
-	fi
-	insmod "$KO" num_gpus="$1" id_seed="$2"
-}
-
-gpu_ids() {
-	cat /sys/devices/virtual/kfd/kfd/topology/nodes/*/gpu_id | grep -v '^0$' | sort | tr '\n' ' '
-}
-
-WL_ARGS=(--gpus 2 --iterations 1500 --seed 7 --progress 50)
-
-start_workload() {
-	setsid "$KFD_BIN/kfd-workload" "${WL_ARGS[@]}" "$@" </dev/null >"$WORK/wl.out" 2>&1 &
-	WL_PID=$!
-	wait_for 120 "grep -q 'iteration 100/' $WORK/wl.out"
-}
-
-expected_result() {
-	"$KFD_BIN/kfd-workload" --cpu "${WL_ARGS[@]}" | sed -n 's/^result: //p'
-}
-
-final_result() {
-	wait_for 300 "grep -q '^result: ' $WORK/wl.out" || return 1
-	sed -n 's/^result: //p' "$WORK/wl.out"
 }
 
 criu_dump() { # PATH DIR [criu options]
