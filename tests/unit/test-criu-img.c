@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "spank/criu_img.h"
+#include "dir-fixture.h"
 
 /* ---- a tiny protobuf writer ---- */
 
@@ -164,36 +165,6 @@ static void fs(int dirfd, int pid, uint32_t cwd, uint32_t root)
 	img_add(&im, &m);
 	snprintf(name, sizeof(name), "fs-%d.img", pid);
 	img_write(dirfd, name, &im);
-}
-
-struct env {
-	char dir[64];
-	int fd;
-};
-
-static int setup(void **state)
-{
-	struct env *e = calloc(1, sizeof(*e));
-
-	strcpy(e->dir, "/tmp/kfdcr-test-criu-XXXXXX");
-	assert_non_null(mkdtemp(e->dir));
-	chmod(e->dir, 0755);
-	e->fd = open(e->dir, O_RDONLY | O_DIRECTORY);
-	assert_true(e->fd >= 0);
-	*state = e;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct env *e = *state;
-	char cmd[128];
-
-	close(e->fd);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	assert_int_equal(system(cmd), 0);
-	free(e);
-	return 0;
 }
 
 /* The images of a task: init (pid 1) and the user's process (pid 2). */

@@ -22,35 +22,7 @@
 #include <unistd.h>
 
 #include "spank/kfdcr_job.h"
-
-struct env {
-	char dir[64];
-	int fd;
-};
-
-static int setup(void **state)
-{
-	struct env *e = calloc(1, sizeof(*e));
-
-	strcpy(e->dir, "/tmp/kfdcr-test-job-XXXXXX");
-	assert_non_null(mkdtemp(e->dir));
-	e->fd = open(e->dir, O_RDONLY | O_DIRECTORY);
-	assert_true(e->fd >= 0);
-	*state = e;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct env *e = *state;
-	char cmd[128];
-
-	close(e->fd);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	assert_int_equal(system(cmd), 0);
-	free(e);
-	return 0;
-}
+#include "dir-fixture.h"
 
 static void write_file(int dirfd, const char *name, const char *text, size_t len)
 {
