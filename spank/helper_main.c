@@ -325,7 +325,7 @@ static pid_t find_task(struct helper *h, pid_t init)
 	pid_t pid = -1;
 	int ws;
 
-	for (int i = 0; i < 100 && pid < 0; i++) {
+	for (int i = 0; i < 100; i++) {
 		pid = read_child(init, buf, sizeof(buf));
 		if (pid > 0)
 			break;

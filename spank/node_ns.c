@@ -40,6 +40,17 @@ static int set_err(char *err, size_t len, const char *fmt, ...)
 	return -1;
 }
 
+bool node_ns_hides(const char *path)
+{
+	for (size_t i = 0; i < sizeof(tmpfs_dirs) / sizeof(tmpfs_dirs[0]); i++) {
+		size_t n = strlen(tmpfs_dirs[i]);
+
+		if (path[0] == '/' && !strncmp(path + 1, tmpfs_dirs[i], n) && path[n + 1] == '/')
+			return true;
+	}
+	return false;
+}
+
 bool node_ns_wanted(int argc, char *const *argv)
 {
 	const char *base;

@@ -28,6 +28,9 @@
 /* the archive of the task's /tmp and /dev/shm, in its image folder */
 #define NODE_NS_ARCHIVE		"node-tmpfs.tar"
 
+/* Is @path (absolute) below a folder the node namespaces' private tmpfs hide? */
+bool node_ns_hides(const char *path);
+
 /* Is @argv (a step's command) `kfdcr mpirun ...`? */
 bool node_ns_wanted(int argc, char *const *argv);
 

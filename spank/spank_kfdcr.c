@@ -433,7 +433,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	 * Exec'd by path inside them (criu dumps its mapping from the task's
 	 * mount namespace, where a file opened outside it has no mount).
 	 */
-	if (node && (!strncmp(site.init, "/tmp/", 5) || !strncmp(site.init, "/dev/shm/", 9))) {
+	if (node && node_ns_hides(site.init)) {
 		slurm_error(PFX "%s is below /tmp or /dev/shm, which a kfdcr mpirun step's "
 			    "private tmpfs hide: install kfdcr-init elsewhere", site.init);
 		return -1;
