@@ -127,7 +127,7 @@ criu_restore() { # DIR [criu options]
 	kfd_vmas=$(device_vmas "$WL_PID" /dev/kfd)
 	render_vmas=$(device_vmas "$WL_PID" /dev/dri/renderD)
 	criu_dump "$WORK/img"
-	! kill -0 "$WL_PID" 2>/dev/null
+	! kill -0 "$WL_PID" 2>/dev/null || false
 	ls "$WORK/img" | grep -q '^kfdcr-kfd-.*\.img$'
 
 	kfdsim_load 2 12
@@ -137,13 +137,17 @@ criu_restore() { # DIR [criu options]
 	start_neighbour
 	criu_restore "$WORK/img"
 	grep -q 'kfdcr_plugin: pid .*: GPU queues resumed' "$LOGP-restore.log"
+	# by default (KFDCR_DATA_PATH=auto) the GPU's SDMA engine moved the data
+	grep -q 'saved as kfdcr-kfd-[0-9]* by SDMA' "$LOGP-dump.log"
+	grep -q 'bytes of BO data, [0-9]* read, by SDMA in' "$LOGP-restore.log"
 
 	# criu took every device mapping's new offset from the plugin: the
 	# doorbells' (/dev/kfd, criu opens it: fd -1) and the BOs' through
 	# the render file of their new GPU, at other offsets than at the dump.
 	grep 'New mmap' "$LOGP-restore.log"
 	echo "device mappings at the dump: $kfd_vmas /dev/kfd, $render_vmas render"
-	[ "$kfd_vmas" -ge 2 ] && [ "$render_vmas" -ge 2 ]
+	[ "$kfd_vmas" -ge 2 ]
+	[ "$render_vmas" -ge 2 ]
 	[ "$(grep -c 'New mmap .* fd -1$' "$LOGP-restore.log")" -eq "$kfd_vmas" ]
 	[ "$(grep -cE 'New mmap .* fd [0-9]+$' "$LOGP-restore.log")" -eq "$render_vmas" ]
 	moved=$(sed -n 's/.*New mmap 0x[0-9a-f]*:\(0x[0-9a-f]*\)->\(0x[0-9a-f]*\) fd [0-9][0-9]*$/\1 \2/p' \
@@ -188,6 +192,8 @@ criu_restore() { # DIR [criu options]
 	zeroed=$(sed -n 's/.*; \([0-9]*\) bytes of zero pages written into VRAM.*/\1/p' "$LOGP-restore.log")
 	echo "zero pages written into VRAM: $zeroed bytes"
 	[ "$zeroed" -ge $((2 * 512 * 1024)) ]
+	# by the engine, not by the CPU (KFDCR_DATA_PATH=auto)
+	grep -q 'bytes of zero pages written into VRAM by the engine (CONSTANT_FILL)' "$LOGP-restore.log"
 
 	# Each byte is read once: the restored task (criu restores its
 	# memory, the plugin its GPU state, both inside it) read less than
@@ -277,7 +283,7 @@ criu_restore() { # DIR [criu options]
 		criu_restore "$WORK/img"
 	grep 'local GPU' "$LOGP-restore.log"
 	[ "$(grep -c 'local GPU .*/dev/dri/renderD13[01] (fd [0-9]*)$' "$LOGP-restore.log")" -eq 2 ]
-	! grep -q 'local GPU .*/dev/dri/renderD12[89] ' "$LOGP-restore.log"
+	! grep -q 'local GPU .*/dev/dri/renderD12[89] ' "$LOGP-restore.log" || false
 	got=$(final_result)
 	[ "$got" = "$want" ]
 }
@@ -292,15 +298,15 @@ criu_restore() { # DIR [criu options]
 	run ! criu restore -d -D "$WORK/img" -L "$PLUGIN_DIR" -v4 -o "$LOGP-restore-count.log"
 	grep 'kfdcr_plugin: Error' "$LOGP-restore-count.log"
 	grep -q 'the checkpointed process had 2 GPUs and this task sees 4 (' "$LOGP-restore-count.log"
-	! grep -q 'RESTORE of' "$LOGP-restore-count.log"
-	! pgrep -f kfd-workload
+	! grep -q 'RESTORE of' "$LOGP-restore-count.log" || false
+	! pgrep -f kfd-workload || false
 
 	# Two visible, but the target set names one of them.
 	KFDCR_TARGET_GPUS=renderD129 devices_confined 129 130 -- \
 		run ! criu restore -d -D "$WORK/img" -L "$PLUGIN_DIR" -v4 -o "$LOGP-restore.log"
 	grep 'kfdcr_plugin: Error' "$LOGP-restore.log"
 	grep -q 'no GPU mapping within KFDCR_TARGET_GPUS=renderD129: 2 GPUs were checkpointed but only 1 target GPU is given' "$LOGP-restore.log"
-	! pgrep -f kfd-workload
+	! pgrep -f kfd-workload || false
 }
 
 @test "criu plugin: checkpoint, restore on other GPUs, checkpoint again, restore again" {
@@ -365,8 +371,9 @@ damage() {
 			run ! criu restore -d -D "$WORK/bad" -L "$PLUGIN_DIR" -v4 \
 				-o "$LOGP-restore-$f-$how.log"
 			grep 'kfdcr_plugin: Error' "$LOGP-restore-$f-$how.log" | head -n 2
-			! grep -q 'GPU queues resumed' "$LOGP-restore-$f-$how.log"
-			! pgrep -f kfd-workload
+			grep -q 'kfdcr_plugin: Error' "$LOGP-restore-$f-$how.log"
+			! grep -q 'GPU queues resumed' "$LOGP-restore-$f-$how.log" || false
+			! pgrep -f kfd-workload || false
 		done
 	done
 
@@ -378,7 +385,7 @@ damage() {
 	run ! kfdcr image verify "$WORK/bad"
 	run ! criu restore -d -D "$WORK/bad" -L "$PLUGIN_DIR" -v4 -o "$LOGP-restore-version.log"
 	grep -qi 'version' "$LOGP-restore-version.log"
-	! pgrep -f kfd-workload
+	! pgrep -f kfd-workload || false
 }
 
 @test "criu plugin: --lazy-pages is refused at dump and at restore, nothing left running" {
@@ -399,5 +406,5 @@ damage() {
 	run ! criu restore --config "$WORK/lazy.conf" -d -D "$WORK/img" -L "$PLUGIN_DIR" -v4 \
 		-o "$LOGP-restore-lazy.log"
 	grep -q 'kfdcr_plugin: Error: criu --lazy-pages cannot restore GPU (KFD) processes' "$LOGP-restore-lazy.log"
-	! pgrep -f kfd-workload
+	! pgrep -f kfd-workload || false
 }

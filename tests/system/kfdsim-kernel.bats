@@ -63,7 +63,7 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 			[ -e "$d/$f" ] || { echo "missing $d/$f"; false; }
 		done
 		# every line "key value", keys exactly amdkfd's GPU list in its order
-		! grep -vE '^[a-z0-9_]+ [0-9]+$' "$d/properties"
+		! grep -vE '^[a-z0-9_]+ [0-9]+$' "$d/properties" || false
 		keys=$(cut -d' ' -f1 "$d/properties" | tr '\n' ' ' | sed 's/ $//')
 		[ "$keys" = "$want" ] || { echo "keys: $keys"; false; }
 		[ "$(prop "$d/properties" cpu_cores_count)" = 0 ]
@@ -91,7 +91,8 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	local n id minor ids=()
 	for n in $(gpu_nodes); do
 		id=$(cat "$TOPO/nodes/$n/gpu_id")
-		[ "$id" -gt 0 ] && [ "$id" -lt 65536 ]
+		[ "$id" -gt 0 ]
+		[ "$id" -lt 65536 ]
 		ids+=("$id")
 		minor=$(prop "$TOPO/nodes/$n/properties" drm_render_minor)
 		[ "$minor" -ge 128 ]
@@ -179,5 +180,7 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	echo "before: $before after: $after again: $again; first GTT offsets $off1 $off2"
 	[ "$before" != "$after" ]
 	[ "$before" = "$again" ]
-	[ -n "$off1" ] && [ -n "$off2" ] && [ "$off1" != "$off2" ]
+	[ -n "$off1" ]
+	[ -n "$off2" ]
+	[ "$off1" != "$off2" ]
 }

@@ -150,7 +150,8 @@ load_args() {
 	# it was stopped with part of the stream done and part left
 	at=$(sed -n 's/^restored at ring byte \([0-9]*\) of \([0-9]*\)$/\1/p' <<<"$output")
 	total=$(sed -n 's/^restored at ring byte \([0-9]*\) of \([0-9]*\)$/\2/p' <<<"$output")
-	[ "$at" -gt 0 ] && [ "$at" -lt "$total" ]
+	[ "$at" -gt 0 ]
+	[ "$at" -lt "$total" ]
 	[ "$(result_of "$output")" = "$want" ]
 }
 
@@ -164,9 +165,15 @@ load_args() {
 	echo "throttled: $output"
 	rate() { sed -n "s/^$1: \([0-9.]*\) MB\/s$/\1/p" <<<"$output" | cut -d. -f1; }
 	# never faster than the model, not far below it either
-	rate=$(rate 'vram read'); [ "$rate" -le 8 ] && [ "$rate" -ge 3 ]
-	rate=$(rate 'vram dma-buf read'); [ "$rate" -le 8 ] && [ "$rate" -ge 3 ]
-	rate=$(rate 'vram write'); [ "$rate" -le 17 ] && [ "$rate" -ge 6 ]
+	rate=$(rate 'vram read')
+	[ "$rate" -le 8 ]
+	[ "$rate" -ge 3 ]
+	rate=$(rate 'vram dma-buf read')
+	[ "$rate" -le 8 ]
+	[ "$rate" -ge 3 ]
+	rate=$(rate 'vram write')
+	[ "$rate" -le 17 ]
+	[ "$rate" -ge 6 ]
 	rate=$(rate 'gtt read'); [ "$rate" -ge 40 ]
 	# and off again at run time
 	echo 0 >"$PARAMS/bar_read_mbps"

@@ -108,7 +108,8 @@ EOF2
 	wait_for 120 "grep -q 'Restore finished successfully' $log"
 	grep 'local GPU' "$log"
 	ids2=$(sed -n 's/.*-> local GPU \(0x[0-9a-f]*\).*/\1/p' "$log" | head -n 1)
-	[ -n "$ids2" ] && [ "$ids2" != "$ids1" ]
+	[ -n "$ids2" ]
+	[ "$ids2" != "$ids1" ]
 
 	# an uninterrupted run of the same job on the first node, meanwhile
 	scancel "$high"
@@ -180,7 +181,7 @@ EOF2
 	ckpt_log "$job"
 	[ "$(job_state "$job")" = RUNNING ]
 	[ "$(job_field "$job" Restarts)" -eq 0 ]
-	! grep -q '"ok":false' "$CKROOT/$job/LOG"
+	! grep -q '"ok":false' "$CKROOT/$job/LOG" || false
 	ckpt_log "$job" | grep -q '"op":"continue"'
 	# two kept; the latest verifies and is readable by alice
 	[ "$(ls "$CKROOT/$job" | grep -c '^[0-9]*$')" -eq 2 ]
@@ -231,7 +232,7 @@ EOF2
 	grep -q "checkpoint of job $job failed: .*fault injected.*previous checkpoint stays valid" "$HOME_A/$T/job.out"
 	# nothing of it left; the previous checkpoint untouched and valid
 	[ "$(latest "$job")" = "$good" ]
-	! ls -a "$CKROOT/$job" | grep -q '^\.tmp\.'
+	! ls -a "$CKROOT/$job" | grep -q '^\.tmp\.' || false
 	run -0 kfdcr verify "$job" "$good"
 	[ "$(job_state "$job")" = RUNNING ]
 
@@ -351,7 +352,7 @@ except (BrokenPipeError, ConnectionResetError):
 		scontrol release "$b"
 		wait_job "$b" "FAILED|COMPLETED" 120
 		cat "$HOME_B/$T/$kind.out"
-		! grep -q '^ran$' "$HOME_B/$T/$kind.out"
+		! grep -q '^ran$' "$HOME_B/$T/$kind.out" || false
 		case $kind in
 		own-folder) grep -q "job folder $b is not owned by root .*: refused" "$HOME_B/$T/$kind.out" ;;
 		symlink) grep -q "job folder $b is a symlink or not a folder: refused" "$HOME_B/$T/$kind.out" ;;
@@ -399,7 +400,7 @@ EOF2
 	grep -q "not dumpable" <<<"$output"
 	grep -q "checkpoint of job $job failed: .*process [0-9]* (python3) of the task is not dumpable.*previous checkpoint stays valid" "$HOME_A/$T/job.out"
 	[ "$(latest "$job")" = 1 ]
-	! ls -a "$CKROOT/$job" | grep -q '^\.tmp\.'
+	! ls -a "$CKROOT/$job" | grep -q '^\.tmp\.' || false
 	run -0 kfdcr verify "$job" 1
 	[ "$(job_state "$job")" = RUNNING ]
 

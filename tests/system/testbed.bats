@@ -89,7 +89,7 @@ EOF2
 
 	mkdir -p "$WORK/img"
 	log_run criu dump -t "$pid" -D "$WORK/img" -o "$KFDCR_LOGS/criu-counter-dump.log" -v4
-	! kill -0 "$pid" 2>/dev/null
+	! kill -0 "$pid" 2>/dev/null || false
 	before=$(tail -n 1 "$WORK/counter.out")
 	sleep 1
 	# Nothing ran while dumped.

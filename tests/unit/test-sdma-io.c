@@ -76,6 +76,8 @@ struct fake {
 	pthread_t thread;
 	int fail_submit;		/* this SUBMIT (1-based, over all streams) fails */
 	atomic_uint submits, imports, releases, ops;
+	atomic_uint pipelined;		/* SUBMITs that came while one was executing */
+	atomic_ullong fill_bytes;	/* zero-filled by the "engine" */
 };
 
 struct fake_conn {
@@ -86,6 +88,7 @@ struct fake_conn {
 	uint8_t *bo[NBOS];
 	size_t bo_size[NBOS];
 	unsigned int nbo;
+	unsigned int probes;
 };
 
 static int recv_fd(int s, void *buf, size_t len, int *fd)
@@ -125,8 +128,27 @@ static void fake_op(struct fake_conn *c, const struct kfdcr_sdma_op *op)
 		memcpy(bo + op->bo_off, c->stage + op->stage_off, op->len);
 	else if (op->kind == KFDCR_SDMA_FROM_BO)
 		memcpy(c->stage + op->stage_off, bo + op->bo_off, op->len);
-	else
+	else {
 		memset(bo + op->bo_off, 0, op->len);
+		atomic_fetch_add(&c->f->fill_bytes, op->len);
+	}
+}
+
+/*
+ * The first SUBMITs of a connection "execute" for up to 200 ms: a client
+ * that keeps its second staging slot busy (the next copy queued while it
+ * reads or writes the image files) sends its next SUBMIT meanwhile; one
+ * that waits for each answer before going on does not.
+ */
+static void fake_execute_slowly(struct fake_conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+	if (c->probes >= 3)
+		return;
+	c->probes++;
+	if (poll(&pfd, 1, 200) == 1)
+		atomic_fetch_add(&c->f->pipelined, 1);
 }
 
 static void *fake_conn_main(void *arg)
@@ -162,6 +184,7 @@ static void *fake_conn_main(void *arg)
 				r.err = -EIO;
 				snprintf(r.msg, sizeof(r.msg), "injected SDMA queue fault");
 			} else {
+				fake_execute_slowly(c);
 				for (unsigned int i = 0; i < q->n; i++)
 					fake_op(c, &q->ops[i]);
 			}
@@ -352,6 +375,8 @@ static void round_trip(bool tiny)
 	size_t engine_cap;
 	bool failed;
 	unsigned int with_data = 0;
+	uint64_t vram_zero = 0;
+	unsigned int dump_pipelined;
 
 	alarm(60);	/* a client waiting for a reply that never comes */
 	proc_make(&p, tiny);
@@ -362,6 +387,13 @@ static void round_trip(bool tiny)
 		with_data += p.bos[i].has_data;
 	assert_int_equal(f.imports, with_data);
 	assert_true(f.releases > 0);		/* done BOs go before the end */
+	/*
+	 * The next copy was on its way while the engine wrote the last one
+	 * (tiny BOs all fit in one slot: one SUBMIT per GPU, nothing to overlap).
+	 */
+	assert_true(tiny || f.pipelined > 0);
+	dump_pipelined = f.pipelined;
+	f.pipelined = 0;
 
 	/* the restored process's fresh BOs: VRAM poisoned, GTT zero */
 	for (unsigned int i = 0; i < NBOS; i++) {
@@ -379,16 +411,30 @@ static void round_trip(bool tiny)
 	assert_int_equal(kfdcr_sdma_io_finish(io, &err), 0);
 	kfdcr_sdma_io_close(io);
 	kfdcr_img_close(img);
+	/* a slot went to VRAM while the engine read and packed the next */
+	assert_true(tiny || f.pipelined > 0);
 	for (unsigned int i = 0; i < NBOS; i++) {
 		uint8_t *got;
 
 		if (!p.bos[i].has_data)
 			continue;
+		/* the zero pages of VRAM BOs were filled by the engine, no more */
+		for (size_t pg = 0; p.sbos[i].vram && pg < p.bos[i].size / PG; pg++) {
+			const uint8_t *w = p.want[i] + pg * PG;
+
+			vram_zero += (!w[0] && !memcmp(w, w + 1, PG - 1)) ? PG : 0;
+		}
 		got = malloc(p.bos[i].size);
 		assert_int_equal(pread(p.fd[i], got, p.bos[i].size, 0), (ssize_t)p.bos[i].size);
 		assert_memory_equal(got, p.want[i], p.bos[i].size);
 		free(got);
 	}
+	printf("# SDMA fills: %llu bytes, zero pages of VRAM BOs: %llu bytes; "
+	       "SUBMITs sent while one executed: dump %u, restore %u\n",
+	       (unsigned long long)f.fill_bytes, (unsigned long long)vram_zero,
+	       dump_pipelined, (unsigned int)f.pipelined);
+	assert_true(vram_zero > 0);
+	assert_int_equal(f.fill_bytes, vram_zero);
 	fake_stop(&f);
 	proc_free(&p);
 	alarm(0);
