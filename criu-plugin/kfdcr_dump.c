@@ -38,8 +38,6 @@
 #include "kfdcr_sdma.h"
 #include "kfdcr_topology.h"
 
-#define BO_DATA_FLAGS (KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_GTT)
-
 /* One KFD process (one mm) whose queues PROCESS_INFO paused. */
 struct kfd_proc {
 	int fd;			/* our dup of its first /dev/kfd file, for UNPAUSE */
@@ -312,14 +310,6 @@ static int bo_read(void *arg, unsigned int bo_index, uint64_t off, void *buf, si
 	return 0;
 }
 
-static int gpu_index_of(const struct kfd_criu_device_bucket *devs, uint32_t n, uint32_t user_id)
-{
-	for (uint32_t i = 0; i < n; i++)
-		if (devs[i].user_gpu_id == user_id)
-			return (int)i;
-	return -1;
-}
-
 static int dump_process(int fd, int id, const pid_t *holders, unsigned int nholders)
 {
 	struct kfd_ioctl_criu_args args = { 0 };
@@ -427,33 +417,13 @@ static int dump_process(int fd, int id, const pid_t *holders, unsigned int nhold
 		pr_debug("GPU %u: user id %#x, actual id %#x (node %u)\n", i,
 			 devs[i].user_gpu_id, devs[i].actual_gpu_id, n->node_id);
 	}
+	/* Nothing is saved half: a BO we cannot place or read ends the dump. */
+	ret = kfdcr_place_bos(args.pid, devs, args.num_devices, bos, args.num_bos, ibos, &err);
+	if (ret) {
+		pr_err("%s\n", err.msg);
+		goto out;
+	}
 	for (i = 0; i < args.num_bos; i++) {
-		/* KFD labels BOs with the user gpu_id (upstream bug c). */
-		int g = gpu_index_of(devs, args.num_devices, bos[i].gpu_id);
-
-		/* Nothing is saved half: a BO we cannot place ends the dump. */
-		if (g < 0) {
-			pr_err("pid %u: BO at %#llx (%llu bytes, flags %#x) is on gpu_id %#x, none of the process's %u GPUs; its contents cannot be saved\n",
-			       args.pid, (unsigned long long)bos[i].addr,
-			       (unsigned long long)bos[i].size, bos[i].alloc_flags,
-			       bos[i].gpu_id, args.num_devices);
-			ret = -EBADMSG;
-			goto out;
-		}
-		ibos[i].handle = 0;	/* the handle lives in priv_data */
-		ibos[i].gpu_va = bos[i].addr;
-		ibos[i].size = bos[i].size;
-		ibos[i].mmap_offset = bos[i].offset;
-		ibos[i].alloc_flags = bos[i].alloc_flags;
-		ibos[i].gpu_index = (uint32_t)g;
-		ibos[i].has_data = bos[i].alloc_flags & BO_DATA_FLAGS;
-		if (ibos[i].has_data && (int)bos[i].dmabuf_fd < 0) {
-			pr_err("pid %u: CHECKPOINT gave no dma-buf for BO at %#llx (%llu bytes, flags %#x)\n",
-			       args.pid, (unsigned long long)bos[i].addr,
-			       (unsigned long long)bos[i].size, bos[i].alloc_flags);
-			ret = -EIO;
-			goto out;
-		}
 		src.img_to_bucket[i] = i;
 		dmabuf_fds[i] = (int)bos[i].dmabuf_fd;
 	}

@@ -95,6 +95,16 @@ int kfdcr_kfd_ioctl(int fd, unsigned long request, void *arg);
 
 /* dump.c */
 int kfdcr_dump_kfd(int fd, int id);
+struct kfd_criu_device_bucket;
+struct kfd_criu_bo_bucket;
+/*
+ * The image's BO records for CHECKPOINT's BO buckets: -EBADMSG for a BO on
+ * none of the process's GPUs, -EIO for a VRAM/GTT BO without a dma-buf
+ * (@err says which); 0 when every BO can be saved.
+ */
+int kfdcr_place_bos(uint32_t pid, const struct kfd_criu_device_bucket *devs, uint32_t num_devs,
+		    const struct kfd_criu_bo_bucket *bos, uint32_t num_bos,
+		    struct kfdcr_img_bo *ibos, struct kfdcr_err *err);
 int kfdcr_dump_render(int fd, int id, unsigned int minor);
 void kfdcr_dump_fini(int ret);
 
