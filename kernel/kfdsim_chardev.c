@@ -312,7 +312,8 @@ int kfdsim_bo_args_check(u32 flags, u64 va, u64 size, u64 user_addr)
  * from here on the BO owns that reservation and kfdsim_bo_destroy()
  * returns it.  VRAM comes poisoned, GTT zeroed (kfdsim_gem_create).
  * With @import, the BO is backed by that existing VRAM/GTT object
- * (IMPORT_DMABUF; a reference is taken) and charges nothing.
+ * (IMPORT_DMABUF; a reference is taken) and charges only its accounting
+ * size (kfdsim_mem_need_add() with no domain).
  */
 struct kfdsim_bo *kfdsim_bo_create_from(struct kfdsim_pdd *pdd, u32 flags, u64 va,
 					u64 size, u64 user_addr, int handle,
@@ -379,10 +380,8 @@ void kfdsim_bo_destroy(struct kfdsim_bo *bo)
 
 	list_del(&bo->node);
 	idr_remove(&pdd->bo_idr, bo->idr);
-	if (!bo->imported) {
-		kfdsim_mem_need_add(&need, pdd->dev, bo->flags, bo->size);
-		kfdsim_mem_unreserve(&need);
-	}
+	kfdsim_mem_need_add(&need, pdd->dev, bo->imported ? 0 : bo->flags, bo->size);
+	kfdsim_mem_unreserve(&need);
 	if (bo->shmem && pdd->drm_priv)
 		drm_vma_node_revoke(&bo->shmem->base.vma_node, pdd->drm_priv);
 	kfdsim_bo_release_backing(bo);

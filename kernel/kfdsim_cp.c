@@ -40,14 +40,30 @@ u64 *kfdsim_doorbell_slot(struct kfdsim_pdd *pdd, u32 doorbell_id)
 /* ------------------------------------------------------------------ */
 /* GPU virtual memory as the CP sees it                                 */
 
+static bool kfdsim_vm_hit(const struct kfdsim_bo *bo, u64 va)
+{
+	return va >= bo->va && va - bo->va < bo->size;
+}
+
+/*
+ * The BO mapped on @q's GPU at @va, or NULL.  The BOs found in this CP
+ * step are tried first, so the kernels' many accesses to the same few
+ * BOs do not walk every BO of the process each time.
+ */
 static struct kfdsim_bo *kfdsim_vm_find(struct kfdsim_queue *q, u64 va)
 {
 	struct kfdsim_bo *bo;
+	unsigned int i;
 
+	for (i = 0; i < KFDSIM_VM_HITS; i++)
+		if (q->vm_hits[i] && kfdsim_vm_hit(q->vm_hits[i], va))
+			return q->vm_hits[i];
 	list_for_each_entry(bo, &q->p->bos, node) {
-		if ((bo->mapped & BIT(q->pdd->idx)) && va >= bo->va &&
-		    va - bo->va < bo->size)
+		if ((bo->mapped & BIT(q->pdd->idx)) && kfdsim_vm_hit(bo, va)) {
+			q->vm_hits[q->vm_next] = bo;
+			q->vm_next = (q->vm_next + 1) % KFDSIM_VM_HITS;
 			return bo;
+		}
 	}
 	return NULL;
 }
@@ -514,6 +530,7 @@ static bool kfdsim_cp_step(struct kfdsim_dev *dev, struct kfdsim_queue *q)
 	if (!kfdsim_queue_runnable(q) || !mmget_not_zero(p->mm))
 		goto out_unlock;
 	kthread_use_mm(p->mm);
+	memset(q->vm_hits, 0, sizeof(q->vm_hits));
 	ret = kfdsim_queue_is_sdma(q) ? kfdsim_sdma_step(dev, q) : kfdsim_cp_process(dev, q);
 	kthread_unuse_mm(p->mm);
 	mmput_async(p->mm);

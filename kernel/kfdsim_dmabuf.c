@@ -73,6 +73,7 @@ out_put:
 int kfdsim_ioctl_import_dmabuf(struct kfdsim_process *p, void *data)
 {
 	struct kfd_ioctl_import_dmabuf_args *args = data;
+	struct kfdsim_mem_need need = {};
 	struct drm_gem_object *obj;
 	struct kfdsim_pdd *pdd;
 	struct kfdsim_bo *bo;
@@ -100,11 +101,17 @@ int kfdsim_ioctl_import_dmabuf(struct kfdsim_process *p, void *data)
 		ret = -EINVAL;
 		goto out_unlock;
 	}
+	/* the imported BO's bookkeeping; its memory is the exporter's */
+	kfdsim_mem_need_add(&need, pdd->dev, 0, obj->size);
+	ret = kfdsim_mem_reserve(&need);
+	if (ret)
+		goto out_unlock;
 	bo = kfdsim_bo_create_from(pdd, (kfdsim_dmabuf_flags(obj) & KFDSIM_DMABUF_DOMAINS) |
 				   KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE |
 				   KFD_IOC_ALLOC_MEM_FLAGS_EXECUTABLE,
 				   args->va_addr, obj->size, 0, -1, obj);
 	if (IS_ERR(bo)) {
+		kfdsim_mem_unreserve(&need);
 		ret = PTR_ERR(bo);
 		goto out_unlock;
 	}

@@ -7,9 +7,14 @@
  * count against a system memory limit (15/16 of RAM by default, as
  * amdgpu_amdkfd_gpuvm_init_mem_limits() sets it on 6.1), GTT BOs also
  * against a GTT limit (3/8 of RAM, its TTM limit), VRAM BOs against their
- * GPU's vram_mb.  Doorbell and MMIO BOs count nowhere, as in amdkfd; their
- * small bookkeeping is charged to the caller's memory cgroup.  A request
- * is checked and charged in one step under kfdsim_mem_lock, so RESTORE
+ * GPU's vram_mb.  Every BO, whatever its domain (doorbell, MMIO, VRAM,
+ * imported), also charges an accounting size for its bookkeeping to both
+ * the system and the GTT limit, as amdgpu did until 5.18
+ * (amdgpu_amdkfd_acc_size(): the BO and TTM structs rounded up to a
+ * power of two plus a DMA address and a page pointer per page), so the
+ * number of BOs is bounded by the limits too; 6.1 dropped that charge and
+ * bounds the count only by what the BOs' own memory costs.  A request is
+ * checked and charged in one step under kfdsim_mem_lock, so RESTORE
  * reserves all of its BOs at once or none.
  *
  * Both limits are module parameters, writable at run time (tests lower
@@ -17,6 +22,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/log2.h>
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/spinlock.h>
@@ -45,10 +51,26 @@ void kfdsim_mem_init(void)
 		gtt_limit_mb = ((ram >> 1) - (ram >> 3)) >> 20;
 }
 
-/* Add what a BO of @flags and @size on @dev charges to @n. */
+/* The bookkeeping a BO of @size bytes charges on top of its memory. */
+static u64 kfdsim_mem_acc_size(u64 size)
+{
+	return roundup_pow_of_two(sizeof(struct kfdsim_bo)) +
+	       roundup_pow_of_two(sizeof(struct drm_gem_shmem_object)) +
+	       PAGE_ALIGN((size >> PAGE_SHIFT) * (sizeof(dma_addr_t) + sizeof(void *)));
+}
+
+/*
+ * Add what a BO of @flags and @size on @dev charges to @n: its accounting
+ * size, and its memory if @flags name a domain that has any (an imported
+ * BO passes no domain: its memory is its exporter's).
+ */
 void kfdsim_mem_need_add(struct kfdsim_mem_need *n, struct kfdsim_dev *dev,
 			 u32 flags, u64 size)
 {
+	u64 acc = kfdsim_mem_acc_size(size);
+
+	n->sys += acc;
+	n->gtt += acc;
 	if (flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM) {
 		n->vram[dev->index] += size;
 	} else if (flags & KFD_IOC_ALLOC_MEM_FLAGS_GTT) {

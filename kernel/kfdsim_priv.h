@@ -64,6 +64,9 @@
 #define KFDSIM_SDMA_XGMI_ENGINES	2	/* with xgmi=1 only */
 #define KFDSIM_SDMA_QUEUES_PER_ENGINE	2
 
+/* BOs a queue's CP step remembers (three sources and a destination) */
+#define KFDSIM_VM_HITS		4
+
 /* GPU virtual address space, as amdkfd's gfx9 apertures */
 #define KFDSIM_GPUVM_BASE	0x4000ULL
 #define KFDSIM_GPUVM_LIMIT	((1ULL << 47) - 1)
@@ -241,7 +244,7 @@ struct kfdsim_process {
  * @vaddr: kernel mapping of @shmem, made on first device access
  * @mapped: bit i set when mapped on the GPU of pdds[i]
  * @imported: made by IMPORT_DMABUF: @shmem is another BO's backing and
- *	no memory is charged for it
+ *	only its accounting size is charged for it
  */
 struct kfdsim_bo {
 	struct list_head node;
@@ -286,6 +289,11 @@ struct kfdsim_dispatch {
  * @error: stopped after a fault. Protected by @p->mutex
  * @rptr: read dispatch id. Protected by @p->mutex
  * @cur: dispatch in flight. Protected by @p->mutex
+ * @vm_hits: BOs the current CP step found mapped on @pdd, so a step looks
+ *	each up in @p->bos once however many accesses it makes; emptied at
+ *	the start of every step (BOs change only between steps).  Protected
+ *	by @p->mutex
+ * @vm_next: slot of @vm_hits to replace next
  * (remaining fields: creation arguments, protected by @p->mutex)
  */
 struct kfdsim_queue {
@@ -313,6 +321,8 @@ struct kfdsim_queue {
 	u64 rptr;
 	u64 fault_va;
 	struct kfdsim_dispatch cur;
+	struct kfdsim_bo *vm_hits[KFDSIM_VM_HITS];
+	unsigned int vm_next;
 };
 
 /**

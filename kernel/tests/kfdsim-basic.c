@@ -9,12 +9,17 @@
  * render-node offsets refused to another drm_file; and the behaviours
  * kfdsim copies from amdgpu on purpose: the ABI version, poisoned VRAM and
  * zeroed GTT, DRM offsets never handed out twice, doorbell offsets with
- * the actual gpu_id, no GWS, the GTT/system memory limits, zero-sized
- * dispatches faulting, the CRIU errnos and amdkfd's eviction counting.
+ * the actual gpu_id and MMIO offsets with the gpu_id, no GWS, the
+ * GTT/system memory limits and the bookkeeping every BO charges to them,
+ * zero-sized dispatches of every kernel faulting, one CP step bounded
+ * (PROCESS_INFO gets in during a 64 GiB dispatch), the CRIU errnos and
+ * amdkfd's eviction counting.
  * Prints "ok: ..." per check and exits 1 at the first failure.  Run as
  * root with vram_mb below 1 TiB and no other KFD user.
  *
- * "kfdsim-basic offset" only prints the DRM offset of a new GTT BO.
+ * "kfdsim-basic offset" only prints the DRM offset of a new GTT BO;
+ * "kfdsim-basic relaxed" the DRM offsets of a GTT BO allocated, freed and
+ * allocated again, and how many words of a new VRAM BO are not zero.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -24,6 +29,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <errno.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -100,6 +106,48 @@ static void dispatch(char *ring, char *ctl, volatile uint64_t *db, uint64_t idx,
 	__atomic_store_n(&d->header, KFDSIM_AQL_TYPE_KERNEL_DISPATCH, __ATOMIC_RELEASE);
 	*(uint64_t *)ctl = idx + 1; *db = idx + 1;
 }
+/* a fresh queue at mem + off faults at the arguments of a zero-work kernel */
+static void expect_zero_work_fault(char *mem, size_t off, uint32_t kernel, const void *args, size_t len, uint32_t mem_event)
+{
+	char *ring = mem + off, *ctl = ring + 0x4000;
+	struct kfd_event_data ed;
+	uint32_t q;
+	volatile uint64_t *db = make_queue(ring, ctl, &q);
+	void *kargs = ctl + 512;
+
+	memcpy(kargs, args, len);
+	dispatch(ring, ctl, db, 0, kernel, kargs, NULL);
+	printf("zero-work kernel %u:\n", kernel);
+	EXPECT(wait1(&mem_event, 1, 0, 5000, &ed) == KFD_IOC_WAIT_RESULT_COMPLETE);
+	EXPECT(ed.memory_exception_data.va == (uint64_t)kargs && *(uint64_t *)(ctl + 8) == 0);
+}
+/*
+ * Allocate BOs of @size and @flags at va, va + stride, ... until ENOMEM
+ * (at most @max); their handles in @h, their number returned.
+ */
+static int alloc_until_enomem(uint64_t va, uint64_t stride, uint64_t size, uint32_t flags, uint64_t *h, int max)
+{
+	struct kfd_ioctl_alloc_memory_of_gpu_args a;
+	int n;
+
+	for (n = 0; n < max; n++) {
+		if (alloc(va + n * stride, size, flags, 0, &a))
+			break;
+		h[n] = a.handle;
+	}
+	if (n < max && errno != ENOMEM) { printf("FAIL: BO %d of flags 0x%x: %s\n", n, flags, strerror(errno)); exit(1); }
+	return n;
+}
+static void free_all(uint64_t *h, int n)
+{
+	while (n--) CHK(free_bo(h[n]));
+}
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 static uint32_t unused_gpu_id(void)
 {
 	uint32_t id = gid, ids[64]; int n = 0, i;
@@ -144,6 +192,23 @@ int main(int argc, char **argv)
 		struct kfd_ioctl_alloc_memory_of_gpu_args g;
 		CHK(alloc(0x200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &g));
 		printf("gtt offset 0x%llx\n", (unsigned long long)g.mmap_offset);
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "relaxed")) {
+		/* what the debug parameters relax: offset reuse, VRAM contents */
+		struct kfd_ioctl_alloc_memory_of_gpu_args g, v;
+		uint64_t first;
+		int nonzero = 0;
+		CHK(alloc(0x200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &g));
+		first = g.mmap_offset;
+		CHK(free_bo(g.handle));
+		CHK(alloc(0x200000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_GTT, 0, &g));
+		printf("gtt offsets 0x%llx 0x%llx\n", (unsigned long long)first, (unsigned long long)g.mmap_offset);
+		CHK(alloc(0x210000000ULL, 65536, KFD_IOC_ALLOC_MEM_FLAGS_VRAM | KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC, 0, &v));
+		uint32_t *w = mmap(NULL, 65536, PROT_READ, MAP_SHARED, rfd, v.mmap_offset);
+		if (w == MAP_FAILED) { printf("FAIL: VRAM mmap: %s\n", strerror(errno)); return 1; }
+		for (int i = 0; i < 65536 / 4; i++) nonzero += w[i] != 0;
+		printf("new vram: %d of %d words not zero\n", nonzero, 65536 / 4);
 		return 0;
 	}
 	int rfd2 = open(node, O_RDWR);
@@ -271,6 +336,16 @@ int main(int argc, char **argv)
 	struct kfd_ioctl_alloc_memory_of_gpu_args dbo;
 	CHK(alloc(0x2300000000ULL, 8192, KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL, 0, &dbo));
 	EXPECT(dbo.mmap_offset >> 62 == 3 && ((dbo.mmap_offset >> 46) & 0xffff) == gid);
+	/* MMIO_REMAP offsets: type MMIO (0) and the gpu_id, as amdkfd encodes them */
+	struct kfd_ioctl_alloc_memory_of_gpu_args mmio;
+	CHK(alloc(0x2380000000ULL, 4096, KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP, 0, &mmio));
+	printf("mmio offset 0x%llx\n", (unsigned long long)mmio.mmap_offset);
+	EXPECT(mmio.mmap_offset >> 62 == 0 && ((mmio.mmap_offset >> 46) & 0xffff) == gid &&
+	       (mmio.mmap_offset & ((1ULL << 46) - 1)) == 0);
+	void *mmio_map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, kfd, mmio.mmap_offset);
+	EXPECT(mmio_map != MAP_FAILED);
+	munmap(mmio_map, 4096);
+	CHK(free_bo(mmio.handle));
 	struct kfd_process_device_apertures pap[16];
 	struct kfd_ioctl_get_process_apertures_new_args pa = { .kfd_process_device_apertures_ptr = (uint64_t)pap, .num_of_nodes = 16 };
 	CHK(ioctl(kfd, AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, &pa));
@@ -299,6 +374,13 @@ int main(int argc, char **argv)
 	dispatch(ring3, ctl3, db3, 0, KFDSIM_KERNEL_STENCIL, zs, NULL);
 	EXPECT(wait1(&mid, 1, 0, 5000, ed) == KFD_IOC_WAIT_RESULT_COMPLETE);
 	EXPECT(ed[0].memory_exception_data.va == (uint64_t)zs);
+	/* and so are COPY, SCALED_ADD and CHECKSUM of nothing */
+	struct kfdsim_args_copy zc = { .dst = (uint64_t)mem, .src = (uint64_t)mem + 4096, .bytes = 0 };
+	struct kfdsim_args_scaled_add za = { .dst = (uint64_t)mem, .x = (uint64_t)mem + 4096, .y = (uint64_t)mem + 8192, .count = 0, .a = 3 };
+	struct kfdsim_args_checksum zk = { .src = (uint64_t)mem, .count = 0, .result = (uint64_t)mem + 4096 };
+	expect_zero_work_fault(mem, 0x90000, KFDSIM_KERNEL_COPY, &zc, sizeof(zc), mid);
+	expect_zero_work_fault(mem, 0x98000, KFDSIM_KERNEL_SCALED_ADD, &za, sizeof(za), mid);
+	expect_zero_work_fault(mem, 0xa0000, KFDSIM_KERNEL_CHECKSUM, &zk, sizeof(zk), mid);
 
 	/* memory limits: one BO beyond them, then limits lowered at run time */
 	struct kfd_ioctl_alloc_memory_of_gpu_args x, y;
@@ -320,6 +402,77 @@ int main(int argc, char **argv)
 	errno = 0; EXPECT(alloc(0x4200000000ULL, 7 << 20, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, (uint64_t)upmem, &x) < 0 && errno == ENOMEM);
 	CHK(alloc(0x4200000000ULL, 4 << 20, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, (uint64_t)upmem, &x));
 	CHK(free_bo(x.handle));
+
+	/*
+	 * Every BO charges its bookkeeping to the system memory limit, so
+	 * doorbell and MMIO BOs (no memory of their own) are bounded in
+	 * number, and a 4 KiB GTT BO costs more than its page.
+	 */
+	enum { MAX_BOS = 100000 };
+	uint64_t *hs = calloc(MAX_BOS, sizeof(*hs));
+	int nd, nd2, nm, ng;
+	set_param(PARAMS "sysmem_limit_mb", 16);
+	errno = 0; nd = alloc_until_enomem(0x6000000000ULL, 0x4000, 8192, KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL, hs, MAX_BOS);
+	printf("doorbell BOs within a 16 MiB system memory limit: %d\n", nd);
+	EXPECT(nd > 0 && nd < MAX_BOS);
+	free_all(hs, nd);
+	nd2 = alloc_until_enomem(0x6000000000ULL, 0x4000, 8192, KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL, hs, MAX_BOS);
+	EXPECT(nd2 == nd);	/* freeing gave all of it back */
+	free_all(hs, nd2);
+	nm = alloc_until_enomem(0x6000000000ULL, 0x4000, 4096, KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP, hs, MAX_BOS);
+	printf("MMIO BOs: %d\n", nm);
+	EXPECT(nm > 0 && nm < MAX_BOS);
+	free_all(hs, nm);
+	ng = alloc_until_enomem(0x6000000000ULL, 0x4000, 4096, KFD_IOC_ALLOC_MEM_FLAGS_GTT, hs, MAX_BOS);
+	printf("4 KiB GTT BOs: %d\n", ng);
+	EXPECT(ng > 0 && ng < (16 << 20) / 8192);
+	free_all(hs, ng);
+	EXPECT(alloc_until_enomem(0x6000000000ULL, 0x4000, 8192, KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL, hs, MAX_BOS) == nd);
+	free_all(hs, nd);
+	free(hs);
+	restore_params();
+
+	/*
+	 * One CP step is bounded: while a CHECKSUM of 64 GiB (zero pages of
+	 * a userptr BO) runs, PROCESS_INFO gets the process between two
+	 * chunks at once, not after the whole dispatch.
+	 */
+	uint64_t huge = 64ULL << 30;
+	char *zr = mmap(NULL, huge, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	EXPECT(zr != MAP_FAILED);
+	set_param(PARAMS "sysmem_limit_mb", 1 << 20);
+	set_param(PARAMS "gtt_limit_mb", 1 << 20);
+	struct kfd_ioctl_alloc_memory_of_gpu_args hz;
+	CHK(alloc(0x8000000000ULL, huge, KFD_IOC_ALLOC_MEM_FLAGS_USERPTR, (uint64_t)zr, &hz));
+	struct kfd_ioctl_map_memory_to_gpu_args mz = { .handle = hz.handle, .device_ids_array_ptr = (uint64_t)&gid, .n_devices = 1 };
+	CHK(ioctl(kfd, AMDKFD_IOC_MAP_MEMORY_TO_GPU, &mz));
+	char *ring5 = mem + 0xa8000, *ctl5 = ring5 + 0x4000;
+	uint32_t q5;
+	volatile uint64_t *db5 = make_queue(ring5, ctl5, &q5);
+	struct kfdsim_signal *sig5 = (void *)(ctl5 + 256);
+	struct kfdsim_args_fill *f5 = (void *)(ctl5 + 512);
+	struct kfdsim_args_checksum *k5 = (void *)(ctl5 + 1024);
+	sig5->value = 1;
+	*f5 = (struct kfdsim_args_fill){ .dst = (uint64_t)mem + 0xc0000, .count = 16, .value = 5 };
+	*k5 = (struct kfdsim_args_checksum){ .src = 0x8000000000ULL, .count = huge / 4, .result = (uint64_t)ctl5 + 2048 };
+	dispatch(ring5, ctl5, db5, 0, KFDSIM_KERNEL_FILL, f5, sig5);
+	dispatch(ring5, ctl5, db5, 1, KFDSIM_KERNEL_CHECKSUM, k5, NULL);
+	for (int i = 0; i < 500 && sig5->value; i++) usleep(10000);
+	EXPECT(sig5->value == 0);	/* the FILL is done: the CHECKSUM runs next */
+	usleep(300000);
+	struct kfd_ioctl_criu_args pi = { 0 };
+	double t0 = now_s();
+	CHK(criu(KFD_CRIU_OP_PROCESS_INFO, &pi));
+	double dt = now_s() - t0;
+	printf("PROCESS_INFO during a 64 GiB CHECKSUM took %.3f s, rptr %llu\n", dt, (unsigned long long)*(uint64_t *)(ctl5 + 8));
+	EXPECT(dt < 10.0 && *(uint64_t *)(ctl5 + 8) == 1);
+	CHK(criu(KFD_CRIU_OP_UNPAUSE, &pi));
+	struct kfd_ioctl_destroy_queue_args dq5 = { .queue_id = q5 };
+	CHK(ioctl(kfd, AMDKFD_IOC_DESTROY_QUEUE, &dq5));
+	mz.n_success = 0;
+	CHK(ioctl(kfd, AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU, &mz));
+	CHK(free_bo(hz.handle));
+	munmap(zr, huge);
 	restore_params();
 
 	/* CRIU ops on our own fd (we are root) */

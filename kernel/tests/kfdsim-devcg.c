@@ -6,6 +6,9 @@
  *   render: <open result of /dev/dri/renderD<MINOR>>
  *   visible: <GPUs in GET_PROCESS_APERTURES_NEW>
  *   node N: <gpu_id or the error reading it>
+ *   doorbell mmap of the hidden GPU: <errno name of mmap>
+ *   mmio mmap of the hidden GPU: <errno name of mmap>
+ * (mmap offsets naming a GPU the process does not have: amdkfd's EINVAL)
  * MINOR "all" denies every render node: the process then has no GPU, and
  * CRIU_OP PROCESS_INFO and CHECKPOINT on its own fd report amdkfd's ENODEV:
  *   process_info: <errno name>
@@ -20,9 +23,49 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <linux/bpf.h>
 #include <linux/kfd_ioctl.h>
+
+/* gpu_id of the topology node whose render node has @minor, or 0 */
+static unsigned int gpu_id_of_minor(int minor)
+{
+	unsigned long long v, id = 0, found = 0;
+	char path[128], key[64];
+	int n;
+
+	for (n = 1; n <= 64 && !found; n++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/sys/devices/virtual/kfd/kfd/topology/nodes/%d/properties", n);
+		f = fopen(path, "r");
+		if (!f)
+			break;
+		while (fscanf(f, "%63s %llu", key, &v) == 2)
+			if (!strcmp(key, "drm_render_minor") && v == (unsigned long long)minor)
+				found = 1;
+		fclose(f);
+		snprintf(path, sizeof(path), "/sys/devices/virtual/kfd/kfd/topology/nodes/%d/gpu_id", n);
+		f = fopen(path, "r");
+		if (found && (!f || fscanf(f, "%llu", &id) != 1))
+			id = 0;
+		if (f)
+			fclose(f);
+	}
+	return id;
+}
+
+/* errno name of mapping @len bytes of /dev/kfd at @offset, or "ok" */
+static const char *mmap_result(int kfd, uint64_t offset, size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, kfd, offset);
+
+	if (p == MAP_FAILED)
+		return strerrorname_np(errno);
+	munmap(p, len);
+	return "ok";
+}
 
 static int sys_bpf(int cmd, union bpf_attr *a)
 {
@@ -35,6 +78,7 @@ int main(int argc, char **argv)
 	union bpf_attr a;
 	char path[256], buf[64];
 	int minor, pfd, cg, fd, kfd, n, all;
+	unsigned int hidden;
 	FILE *f;
 
 	if (argc != 3) {
@@ -43,6 +87,7 @@ int main(int argc, char **argv)
 	}
 	all = !strcmp(argv[2], "all");
 	minor = all ? 128 : atoi(argv[2]);
+	hidden = all ? 0 : gpu_id_of_minor(minor);	/* read while we may */
 	/* r2 = major, r3 = minor; deny 226:minor (226:* for "all"), allow the rest */
 	struct bpf_insn prog[] = {
 		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1, .off = 4 },
@@ -94,6 +139,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("visible: %u\n", ap.num_of_nodes);
+	if (hidden) {
+		printf("doorbell mmap of the hidden GPU: %s\n",
+		       mmap_result(kfd, (3ULL << 62) | ((uint64_t)hidden << 46), 8192));
+		printf("mmio mmap of the hidden GPU: %s\n",
+		       mmap_result(kfd, (uint64_t)hidden << 46, 4096));
+	}
 	if (all) {
 		struct kfd_ioctl_criu_args c = { .op = KFD_CRIU_OP_PROCESS_INFO };
 		char dummy[64];

@@ -38,6 +38,8 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <linux/capability.h>
 #include <signal.h>
 #include <stdio.h>
@@ -596,6 +598,188 @@ static int try_fork_child(void)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && !failures ? 0 : 1;
 }
 
+/*
+ * The start of kfdsim's CHECKPOINT blob (kernel/kfdsim_criu.c): enough
+ * to find its events, whose records begin with their id and type.
+ */
+struct kfdsim_blob_hdr {
+	uint32_t magic, version;
+	uint64_t size;
+	uint32_t crc, flags;
+	uint32_t hdr_size, dev_size, bo_size, queue_size, event_size;
+	uint32_t num_devices, num_bos, num_queues, num_events;
+};
+
+#define RACE_ROUNDS	2000
+#define RACE_EVENTS	8
+
+/* the destroyer thread: one DESTROY_EVENT per round, when told */
+struct race {
+	int fd;
+	sem_t go, done;
+	volatile int stop;
+	uint32_t victim;
+	unsigned int spin;	/* loops to spin before the destroy */
+	int ret;
+};
+
+static void *race_destroyer(void *arg)
+{
+	struct race *r = arg;
+
+	for (;;) {
+		struct kfd_ioctl_destroy_event_args d;
+		volatile unsigned int i;
+
+		sem_wait(&r->go);
+		if (r->stop)
+			return NULL;
+		for (i = 0; i < r->spin; i++)
+			;
+		d.event_id = r->victim;
+		r->ret = kfdtest_ioctl(r->fd, AMDKFD_IOC_DESTROY_EVENT, &d);
+		sem_post(&r->done);
+	}
+}
+
+static int race_create(int fd, uint32_t *id)
+{
+	struct kfd_ioctl_create_event_args c = { .event_type = KFD_IOC_EVENT_MEMORY };
+	int ret = kfdtest_ioctl(fd, AMDKFD_IOC_CREATE_EVENT, &c);
+
+	*id = c.event_id;
+	return ret;
+}
+
+/*
+ * A CHECKPOINT that worked: its blob holds as many events as it says and
+ * PROCESS_INFO counted, each one a MEMORY event with its own non-zero id
+ * (a zeroed record is an event that vanished while the blob was written).
+ */
+static int race_check_blob(const struct kfd_ioctl_criu_args *a, const void *priv)
+{
+	const struct kfdsim_blob_hdr *h = priv;
+	const uint8_t *ev;
+	uint32_t i, j;
+
+	if (h->size != a->priv_data_size || h->num_queues + h->num_events != a->num_objects ||
+	    h->event_size < 8) {
+		printf("CHECKPOINT blob: size %" PRIu64 " of %" PRIu64 ", %u queues + %u events of %u objects\n",
+		       h->size, (uint64_t)a->priv_data_size, h->num_queues, h->num_events, a->num_objects);
+		return -1;
+	}
+	ev = (const uint8_t *)priv + h->hdr_size + (uint64_t)h->num_devices * h->dev_size +
+	     (uint64_t)h->num_bos * h->bo_size + (uint64_t)h->num_queues * h->queue_size;
+	for (i = 0; i < h->num_events; i++) {
+		uint32_t id, type;
+
+		memcpy(&id, ev + (uint64_t)i * h->event_size, 4);
+		memcpy(&type, ev + (uint64_t)i * h->event_size + 4, 4);
+		if (!id || type != KFD_IOC_EVENT_MEMORY) {
+			printf("CHECKPOINT blob: event %u of %u has id %u type %u\n", i, h->num_events, id, type);
+			return -1;
+		}
+		for (j = 0; j < i; j++)
+			if (!memcmp(ev + (uint64_t)j * h->event_size, &id, 4)) {
+				printf("CHECKPOINT blob: event id %u twice\n", id);
+				return -1;
+			}
+	}
+	return 0;
+}
+
+/*
+ * CHECKPOINT against DESTROY_EVENT: in each of RACE_ROUNDS rounds, right
+ * after PROCESS_INFO, a thread of this process destroys one of its
+ * RACE_EVENTS events after a spin tuned so that the destroy lands about
+ * when CHECKPOINT counts the events; the event is replaced after UNPAUSE.  Every CHECKPOINT must either see the counts of its
+ * PROCESS_INFO changed (EINVAL) or return a blob consistent in itself.
+ */
+static int try_event_race(void)
+{
+	static char priv[1 << 16];
+	struct kfd_criu_device_bucket devs[KFDTEST_MAX_GPUS];
+	struct kfd_criu_bo_bucket bos[4];
+	uint32_t ids[RACE_EVENTS], seed = 12345, step;
+	struct race r = { .fd = open_own_kfd(), .spin = 1000 };
+	int ok = 0, einval = 0, round, ret, i;
+	pthread_t thread;
+
+	if (r.fd < 0 || sem_init(&r.go, 0, 0) || sem_init(&r.done, 0, 0))
+		return 1;
+	for (i = 0; i < RACE_EVENTS; i++)
+		if (race_create(r.fd, &ids[i])) {
+			ERR("try ckpt-event-race: CREATE_EVENT failed");
+			return 1;
+		}
+	if (pthread_create(&thread, NULL, race_destroyer, &r)) {
+		ERR("pthread_create failed");
+		return 1;
+	}
+	for (round = 0; round < RACE_ROUNDS && !failures; round++) {
+		struct kfd_ioctl_criu_args a = { .op = KFD_CRIU_OP_PROCESS_INFO };
+		struct kfd_ioctl_criu_args u = { .op = KFD_CRIU_OP_UNPAUSE };
+		int victim = round % RACE_EVENTS;
+
+		if (criu_op(r.fd, &a, "PROCESS_INFO")) {
+			failures++;
+			break;
+		}
+		if (a.num_bos || a.priv_data_size > sizeof(priv)) {
+			ERR("try ckpt-event-race: %u BOs, %" PRIu64 " bytes of private data", a.num_bos,
+			    (uint64_t)a.priv_data_size);
+			failures++;
+			break;
+		}
+		a.op = KFD_CRIU_OP_CHECKPOINT;
+		a.devices = (uintptr_t)devs;
+		a.bos = (uintptr_t)bos;
+		a.priv_data = (uintptr_t)priv;
+		memset(priv, 0, sizeof(priv));
+		r.victim = ids[victim];
+		sem_post(&r.go);
+		ret = criu_op(r.fd, &a, NULL);
+		sem_wait(&r.done);
+		/*
+		 * A staircase: a destroy that came before the count (EINVAL)
+		 * waits longer next time, one that did not waits less, so the
+		 * destroys keep landing around the moment CHECKPOINT counts.
+		 */
+		seed = seed * 1103515245 + 12345;
+		step = 20 + (seed >> 16) % 80;
+		if (ret == -EINVAL)
+			r.spin += step;
+		else
+			r.spin = r.spin > step ? r.spin - step : 0;
+		if (ret == -EINVAL) {
+			einval++;
+		} else if (ret) {
+			printf("CHECKPOINT in round %d: %s\n", round, kfdtest_errno_name(-ret));
+			failures++;
+		} else if (race_check_blob(&a, priv)) {
+			printf("in round %d\n", round);
+			failures++;
+		} else {
+			ok++;
+		}
+		if (criu_op(r.fd, &u, "UNPAUSE") || r.ret || race_create(r.fd, &ids[victim])) {
+			printf("UNPAUSE, DESTROY_EVENT or CREATE_EVENT failed in round %d\n", round);
+			failures++;
+		}
+	}
+	r.stop = 1;
+	sem_post(&r.go);
+	pthread_join(thread, NULL);
+	printf("CHECKPOINT during DESTROY_EVENT: %d consistent, %d EINVAL\n", ok, einval);
+	/* a run that never got a CHECKPOINT through, or never a changed count, raced nothing */
+	if (!ok || !einval) {
+		printf("every CHECKPOINT %s\n", ok ? "worked" : "failed");
+		failures++;
+	}
+	close(r.fd);
+	return failures ? 1 : 0;
+}
+
 static int try_pid(const char *c, pid_t pid)
 {
 	struct kfd_ioctl_criu_args a = { .op = KFD_CRIU_OP_PROCESS_INFO };
@@ -750,10 +934,11 @@ static int write_param(const char *name, unsigned long long v)
 }
 
 /*
- * A child that takes all free VRAM of GPU @gpu_id (unpoisoned, so it costs
- * no RAM) and holds it until @hold is closed; -1 if that failed.
+ * A child that takes all free VRAM of GPU @gpu_id but @leave bytes
+ * (unpoisoned, so it costs no RAM) and holds it until @hold is closed;
+ * -1 if that failed.
  */
-static pid_t hog_vram(uint32_t gpu_id, int *hold)
+static pid_t hog_vram(uint32_t gpu_id, uint64_t leave, int *hold)
 {
 	int sv[2];
 	char c;
@@ -775,7 +960,7 @@ static pid_t hog_vram(uint32_t gpu_id, int *hold)
 		if (kfdtest_open(&d) || kfdtest_acquire_vms(&d) ||
 		    kfdtest_ioctl(d.kfd_fd, AMDKFD_IOC_AVAILABLE_MEMORY, &av))
 			_exit(1);
-		a.size = av.available & ~4095ULL;
+		a.size = av.available > leave ? (av.available - leave) & ~4095ULL : 0;
 		if (a.size && kfdtest_ioctl(d.kfd_fd, AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, &a))
 			_exit(1);
 		if (write(sv[1], "x", 1) != 1)
@@ -798,6 +983,147 @@ static void hog_release(pid_t child, int hold)
 	close(hold);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
+}
+
+/* Free VRAM of GPU @gpu_id as AMDKFD_IOC_AVAILABLE_MEMORY reports it, or -1. */
+static int64_t vram_free(int kfd_fd, uint32_t gpu_id)
+{
+	struct kfd_ioctl_get_available_memory_args av = { .gpu_id = gpu_id };
+	int ret = kfdtest_ioctl(kfd_fd, AMDKFD_IOC_AVAILABLE_MEMORY, &av);
+
+	if (ret) {
+		ERR("AVAILABLE_MEMORY of gpu 0x%x: %s", gpu_id, kfdtest_errno_name(-ret));
+		return -1;
+	}
+	return av.available;
+}
+
+/* Did the free VRAM of @n GPUs stay what @before says? */
+static void expect_vram_unchanged(int kfd_fd, const struct kfd_criu_device_bucket *devs,
+				  int n, const int64_t *before)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		int64_t now = vram_free(kfd_fd, devs[i].actual_gpu_id);
+
+		printf("free VRAM of gpu 0x%x: %" PRId64 " before, %" PRId64 " after\n",
+		       devs[i].actual_gpu_id, before[i], now);
+		if (now != before[i])
+			failures++;
+	}
+}
+
+/* VRAM bytes the image's BOs need on its device of user id @user_gpu_id. */
+static uint64_t image_vram(const struct kfdtest_image *img, uint32_t user_gpu_id)
+{
+	uint64_t sum = 0;
+	uint32_t i;
+
+	for (i = 0; i < img->hdr.num_bos; i++)
+		if (img->bos[i].gpu_id == user_gpu_id &&
+		    (img->bos[i].alloc_flags & KFD_IOC_ALLOC_MEM_FLAGS_VRAM))
+			sum += img->bos[i].size;
+	return sum;
+}
+
+/*
+ * A child that RESTOREs @img in a fresh process of its own once the
+ * write end of pipe @go is closed, writes the result (0 or -errno) to
+ * pipe @result and exits when the write end of pipe @hold is closed.
+ */
+static pid_t race_restorer(const struct kfdtest_image *img, const uint32_t *ids, int nids,
+			   const int *go, const int *result, const int *hold)
+{
+	pid_t child;
+
+	fflush(NULL);
+	child = fork();
+	if (child == 0) {
+		struct kfd_criu_device_bucket devs[KFDTEST_MAX_GPUS + 1];
+		struct kfd_criu_bo_bucket *bos = calloc(img->hdr.num_bos + 1, sizeof(*bos));
+		struct kfd_ioctl_criu_args a;
+		struct kfdtest_dev d;
+		int ret = -EIO;
+		char c;
+
+		close(go[1]);
+		close(result[0]);
+		close(hold[1]);
+		if (bos && !kfdtest_open(&d) &&
+		    !kfdtest_restore_args(&d, img, &a, devs, bos, ids, nids) &&
+		    read(go[0], &c, 1) == 0)
+			ret = criu_op(d.kfd_fd, &a, NULL);
+		if (write(result[1], &ret, sizeof(ret)) != sizeof(ret))
+			_exit(1);
+		if (read(hold[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	return child;
+}
+
+/*
+ * Two processes RESTORE @img at once onto GPUs whose first one has VRAM
+ * for exactly one copy: one must get it, the other ENOMEM, and the free
+ * VRAM must be what the winner took, then all of it again once it exits.
+ */
+static void restore_vram_race(int kfd_fd, const struct kfdtest_image *img,
+			      const struct kfd_criu_device_bucket *devs,
+			      const uint32_t *ids, int nids)
+{
+	uint64_t need = image_vram(img, devs[0].user_gpu_id), leave;
+	unsigned long long poison;
+	int go[2], result[2], hold[2], hog_hold, i, won = 0, lost = 0, r;
+	pid_t kids[2], hog;
+	int64_t free_vram, left;
+
+	leave = need + ((need / 2) & ~4095ULL);
+	if (!need || read_param("vram_poison", &poison) || write_param("vram_poison", 0)) {
+		printf("the image needs %" PRIu64 " bytes of VRAM on its first GPU\n", need);
+		failures++;
+		return;
+	}
+	hog = hog_vram(devs[0].actual_gpu_id, leave, &hog_hold);
+	if (write_param("vram_poison", poison) || hog < 0) {
+		failures++;
+		return;
+	}
+	free_vram = vram_free(kfd_fd, devs[0].actual_gpu_id);
+	printf("VRAM of gpu 0x%x: %" PRId64 " bytes free for two RESTOREs of %" PRIu64 " each\n",
+	       devs[0].actual_gpu_id, free_vram, need);
+	if (pipe(go) || pipe(result) || pipe(hold)) {
+		failures++;
+		return;
+	}
+	for (i = 0; i < 2; i++)
+		kids[i] = race_restorer(img, ids, nids, go, result, hold);
+	close(go[0]);
+	close(result[1]);
+	close(hold[0]);
+	close(go[1]);		/* both RESTORE now */
+	for (i = 0; i < 2; i++) {
+		if (read(result[0], &r, sizeof(r)) != sizeof(r))
+			r = -EIO;
+		printf("CRIU_OP RESTORE in racing process %d: %s\n", i + 1,
+		       r ? kfdtest_errno_name(-r) : "ok");
+		won += r == 0;
+		lost += r == -ENOMEM;
+	}
+	if (won != 1 || lost != 1)
+		failures++;
+	left = vram_free(kfd_fd, devs[0].actual_gpu_id);
+	printf("free VRAM with the winner restored: %" PRId64 " (want %" PRIu64 ")\n", left, leave - need);
+	if (left < 0 || (uint64_t)left != leave - need)
+		failures++;
+	close(hold[1]);		/* both exit */
+	close(result[0]);
+	for (i = 0; i < 2; i++)
+		waitpid(kids[i], NULL, 0);
+	for (i = 0; i < 50 && vram_free(kfd_fd, devs[0].actual_gpu_id) != free_vram; i++)
+		usleep(100000);
+	expect_vram_unchanged(kfd_fd, devs, 1, &free_vram);
+	hog_release(hog, hog_hold);
 }
 
 static int count_fds(void)
@@ -901,17 +1227,33 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 		if (write_param("sysmem_limit_mb", old))
 			return 1;
 	} else if (!strcmp(c, "restore-vram-short")) {
+		/*
+		 * Each GPU the image has VRAM on is full in turn: the others'
+		 * VRAM must not stay charged, whichever order they are
+		 * charged in.
+		 */
+		int64_t before[KFDTEST_MAX_GPUS];
 		unsigned long long old;
 		pid_t hog;
 		int hold;
 
-		if (read_param("vram_poison", &old) || write_param("vram_poison", 0))
-			return 1;
-		hog = hog_vram(devs[0].actual_gpu_id, &hold);
-		if (write_param("vram_poison", old) || hog < 0)
-			return 1;
-		expect_fail("CRIU_OP RESTORE with the VRAM of a GPU taken", criu_op(d.kfd_fd, &a, NULL));
-		hog_release(hog, hold);
+		for (j = 0; j < (int)a.num_devices; j++) {
+			if (!image_vram(&img, devs[j].user_gpu_id))
+				continue;
+			if (read_param("vram_poison", &old) || write_param("vram_poison", 0))
+				return 1;
+			hog = hog_vram(devs[j].actual_gpu_id, 0, &hold);
+			if (write_param("vram_poison", old) || hog < 0)
+				return 1;
+			for (i = 0; i < (int)a.num_devices; i++)
+				before[i] = vram_free(d.kfd_fd, devs[i].actual_gpu_id);
+			expect_fail("CRIU_OP RESTORE with the VRAM of a GPU taken",
+				    criu_op(d.kfd_fd, &a, NULL));
+			expect_vram_unchanged(d.kfd_fd, devs, a.num_devices, before);
+			hog_release(hog, hold);
+		}
+	} else if (!strcmp(c, "restore-vram-race")) {
+		restore_vram_race(d.kfd_fd, &img, devs, gpus ? ids : NULL, nids);
 	} else if (strcmp(c, "restore-valid")) {
 		ERR("try: unknown case \"%s\"", c);
 		return 1;
@@ -936,6 +1278,12 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 	if (!i) {
 		expect_ok("mapping and filling the restored BOs",
 			  kfdtest_restore_finish(&d, &img, bos, &rs));
+		/* which gpu_id the doorbell offsets name: actual, or user (user_id_offsets) */
+		for (i = 0; i < (int)a.num_devices; i++)
+			if (rs.doorbell_offsets[i])
+				printf("restored doorbell offset of device %d names gpu 0x%x (user 0x%x, actual 0x%x)\n",
+				       i, (unsigned int)((rs.doorbell_offsets[i] >> 46) & 0xffff),
+				       devs[i].user_gpu_id, devs[i].actual_gpu_id);
 		/* a process is restored once: it is no longer fresh */
 		if (kfdtest_restore_args(&d, &img, &a, devs, bos, gpus ? ids : NULL, nids))
 			return 1;
@@ -971,8 +1319,8 @@ static void usage(FILE *f)
 		"  restore-kfd-as-drm-fd restore-zero-user-gpu restore-bo-gpu\n"
 		"  restore-num-bos restore-num-devices restore-num-objects restore-truncated\n"
 		"  restore-corrupt restore-bad-pointer restore-sysmem-limit restore-vram-short\n"
-		"  restore-valid\n"
-		"case without argument: fork-child\n",
+		"  restore-vram-race restore-valid\n"
+		"cases without argument: fork-child ckpt-event-race\n",
 		prog, prog, prog, prog);
 }
 
@@ -1059,6 +1407,8 @@ int main(int argc, char **argv)
 
 		if (!strcmp(c, "fork-child"))
 			return try_fork_child();
+		if (!strcmp(c, "ckpt-event-race"))
+			return try_event_race();
 		if (argc < 4) {
 			usage(stderr);
 			return 2;

@@ -19,6 +19,27 @@ setup() {
 	[ -d /sys/module/kfdsim ] || skip "/dev/kfd is not kfdsim's"
 }
 
+teardown() {
+	if [ -n "${KFDSIM_DEFAULTS:-}" ]; then
+		# a test reloaded kfdsim and failed half way: put it back as it was
+		rmmod kfdsim 2>/dev/null || true
+		insmod "${KFDCR_SRCDIR:-$PWD}/kernel/kfdsim.ko" $KFDSIM_DEFAULTS || true
+	fi
+	if [ -n "${WL_PID:-}" ]; then
+		kill -9 "$WL_PID" 2>/dev/null || true
+		wait "$WL_PID" 2>/dev/null || true
+	fi
+}
+
+# The parameters kfdsim was loaded with that are not its defaults.
+load_args() {
+	local p=/sys/module/kfdsim/parameters args
+	args="num_gpus=$(cat $p/num_gpus) vram_mb=$(cat $p/vram_mb) id_seed=$(cat $p/id_seed)"
+	args+=" xgmi=$(tr YN 10 <$p/xgmi) chunk_kb=$(cat $p/chunk_kb)"
+	args+=" chunk_delay_us=$(cat $p/chunk_delay_us)"
+	echo "$args"
+}
+
 gpu_nodes() {
 	local d
 	for d in "$TOPO"/nodes/*; do
@@ -138,6 +159,9 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	[[ $output == *"render: Operation not permitted"* ]]
 	[[ $output == *"visible: $((total - 1))"* ]]
 	[[ $output == *"node $first: Operation not permitted"* ]]
+	# mmap offsets naming the GPU the process lacks: amdkfd's EINVAL
+	[[ $output == *"doorbell mmap of the hidden GPU: EINVAL"* ]]
+	[[ $output == *"mmio mmap of the hidden GPU: EINVAL"* ]]
 	# the other GPUs stay readable
 	for n in $(gpu_nodes | tail -n +2); do
 		[[ $output == *"node $n: $(cat "$TOPO/nodes/$n/gpu_id")"* ]]
@@ -165,9 +189,7 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	local ko=${KFDCR_SRCDIR:-$PWD}/kernel/kfdsim.ko
 	build_helper kfdsim-basic
 	off1=$("$BATS_TEST_TMPDIR/kfdsim-basic" offset | sed -n 's/^gtt offset //p')
-	args="num_gpus=$(cat $p/num_gpus) vram_mb=$(cat $p/vram_mb) id_seed=$(cat $p/id_seed)"
-	args+=" xgmi=$(tr YN 10 <$p/xgmi) chunk_kb=$(cat $p/chunk_kb)"
-	args+=" chunk_delay_us=$(cat $p/chunk_delay_us)"
+	args=$(load_args)
 	other=$(sed "s/id_seed=\([0-9]*\)/id_seed=\1424/" <<<"$args")
 	before=$(cat "$TOPO"/nodes/*/gpu_id | tr '\n' ' ')
 	rmmod kfdsim || skip "kfdsim is in use"
@@ -183,4 +205,60 @@ prop() { sed -n "s/^$2 //p" "$1"; }
 	[ -n "$off1" ]
 	[ -n "$off2" ]
 	[ "$off1" != "$off2" ]
+}
+
+@test "kfdsim module: stable_offsets, user_id_offsets and vram_poison=0 relax what they name, and only that" {
+	local p=/sys/module/kfdsim/parameters ko=${KFDCR_SRCDIR:-$PWD}/kernel/kfdsim.ko
+	local bin=${KFDCR_BUILDDIR:-$PWD}/tests/kfd img=$BATS_TEST_TMPDIR/img args i
+	[ -x "$bin/kfd-ckpt" ] && [ -x "$bin/kfd-workload" ] || skip "tests/kfd not built in ${KFDCR_BUILDDIR:-$PWD}"
+	[ "$(gpu_nodes | wc -l)" -ge 2 ] || skip "needs 2 GPUs"
+	if [ "$(cat $p/stable_offsets)" = Y ] || [ "$(cat $p/user_id_offsets)" = Y ] ||
+		[ "$(cat $p/vram_poison)" = 0 ]; then
+		skip "kfdsim is loaded relaxed already"
+	fi
+	build_helper kfdsim-basic
+	# defaults: an offset is not handed out twice, new VRAM is poisoned
+	run -0 "$BATS_TEST_TMPDIR/kfdsim-basic" relaxed
+	echo "defaults: $output"
+	[[ $output =~ "gtt offsets "(0x[0-9a-f]+)" "(0x[0-9a-f]+) ]]
+	[ "${BASH_REMATCH[1]}" != "${BASH_REMATCH[2]}" ]
+	[[ $output == *"new vram: 16384 of 16384 words not zero"* ]]
+
+	args=$(load_args)
+	rmmod kfdsim || skip "kfdsim is in use"
+	KFDSIM_DEFAULTS=$args
+	insmod "$ko" $args stable_offsets=1 user_id_offsets=1 vram_poison=0
+	[ "$(cat $p/stable_offsets)" = Y ]
+	[ "$(cat $p/user_id_offsets)" = Y ]
+	[ "$(cat $p/vram_poison)" = 0 ]
+	# stable_offsets: the freed offset comes back; vram_poison=0: zeroed VRAM
+	run -0 "$BATS_TEST_TMPDIR/kfdsim-basic" relaxed
+	echo "relaxed: $output"
+	[[ $output =~ "gtt offsets "(0x[0-9a-f]+)" "(0x[0-9a-f]+) ]]
+	[ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ]
+	[[ $output == *"new vram: 0 of 16384 words not zero"* ]]
+	# user_id_offsets: a process restored onto other GPUs gets doorbell
+	# offsets with its own (user) gpu_ids, and mmap takes them
+	"$bin/kfd-workload" --gpus 2 --iterations 1000 --seed 2 >"$BATS_TEST_TMPDIR/wl.out" 2>&1 3>&- &
+	WL_PID=$!
+	for ((i = 0; i < 300; i++)); do
+		grep -qs "iteration 1/1000 done" "$BATS_TEST_TMPDIR/wl.out" && break
+		sleep 0.1
+	done
+	run -0 "$bin/kfd-ckpt" dump "$WL_PID" "$img" --kill
+	wait "$WL_PID" || true
+	WL_PID=
+	run -0 "$bin/kfd-ckpt" try restore-valid "$img" --gpus rotate
+	echo "$output"
+	[[ $output == *"mapping and filling the restored BOs: ok"* ]]
+	[[ $output =~ "names gpu 0x"([0-9a-f]+)" (user 0x"([0-9a-f]+)", actual 0x"([0-9a-f]+)")" ]]
+	[ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ]
+	[ "${BASH_REMATCH[2]}" != "${BASH_REMATCH[3]}" ]
+
+	rmmod kfdsim
+	insmod "$ko" $args
+	KFDSIM_DEFAULTS=
+	[ "$(cat $p/stable_offsets)" = N ]
+	[ "$(cat $p/user_id_offsets)" = N ]
+	[ "$(cat $p/vram_poison)" != 0 ]
 }

@@ -347,7 +347,7 @@ reap_killed() {
 		restore-kfd-as-drm-fd:EINVAL restore-zero-user-gpu:EINVAL restore-bo-gpu:EINVAL \
 		restore-num-bos:EINVAL restore-num-devices:EINVAL restore-num-objects:EINVAL \
 		restore-truncated:EINVAL restore-corrupt:EINVAL restore-bad-pointer:EFAULT \
-		restore-sysmem-limit:ENOMEM restore-vram-short:ENOMEM; do
+		restore-sysmem-limit:ENOMEM restore-vram-short:ENOMEM restore-vram-race:ENOMEM; do
 		ckpt try "${c%:*}" "$img" --gpus rotate
 		[[ $output == *"RESTORE "*": ${c#*:}"* ]]
 		[[ $output == *"RESTORE of the unmodified image in the same process: ok"* ]]
@@ -355,7 +355,32 @@ reap_killed() {
 		[[ $output == *"a second CRIU_OP RESTORE into the restored process: EINVAL"* ]]
 		[[ $output == *"CRIU_OP RESUME of the restored process: ok"* ]]
 		[[ $output == *"a second CRIU_OP RESUME: EINVAL"* ]]
+		# doorbell offsets name the actual GPU, not the image's user id
+		[[ $output =~ "names gpu 0x"([0-9a-f]+)" (user 0x"([0-9a-f]+)", actual 0x"([0-9a-f]+)")" ]]
+		[ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[3]}" ]
+		[ "${BASH_REMATCH[2]}" != "${BASH_REMATCH[3]}" ]
+		case ${c%:*} in
+		restore-vram-short)
+			# it charged nothing: kfd-ckpt compared the free VRAM of every GPU
+			[[ $output == *"free VRAM of gpu 0x"*" before, "*" after"* ]]
+			;;
+		restore-vram-race)
+			# VRAM for one of two racing RESTOREs: one gets it, one ENOMEM
+			[ "$(grep -c 'RESTORE in racing process [12]: ok' <<<"$output")" = 1 ]
+			[ "$(grep -c 'RESTORE in racing process [12]: ENOMEM' <<<"$output")" = 1 ]
+			[[ $output == *"free VRAM with the winner restored: "* ]]
+			;;
+		esac
 	done
+}
+
+@test "kfdsim checkpoint: CHECKPOINT racing DESTROY_EVENT gets EINVAL or a consistent blob" {
+	ckpt try ckpt-event-race
+	[[ $output =~ "CHECKPOINT during DESTROY_EVENT: "([0-9]+)" consistent, "([0-9]+)" EINVAL" ]]
+	# both outcomes happened, and nothing else in 2000 rounds
+	[ "${BASH_REMATCH[1]}" -gt 0 ]
+	[ "${BASH_REMATCH[2]}" -gt 0 ]
+	[ $((BASH_REMATCH[1] + BASH_REMATCH[2])) = 2000 ]
 }
 
 @test "kfdsim restore: RESUME of a process that was not restored fails with EINVAL" {
