@@ -935,17 +935,22 @@ static int write_param(const char *name, unsigned long long v)
 
 /*
  * A child that takes all free VRAM of GPU @gpu_id but @leave bytes
- * (unpoisoned, so it costs no RAM) and holds it until @hold is closed;
- * -1 if that failed.
+ * (unpoisoned: kfdsim's vram_poison is 0 while it allocates, so it costs
+ * no RAM) and holds it until @hold is closed; -1 if that failed.
  */
 static pid_t hog_vram(uint32_t gpu_id, uint64_t leave, int *hold)
 {
-	int sv[2];
+	unsigned long long poison;
+	int sv[2], got;
 	char c;
 	pid_t child;
 
-	if (pipe(sv))
+	if (read_param("vram_poison", &poison) || write_param("vram_poison", 0))
 		return -1;
+	if (pipe(sv)) {
+		write_param("vram_poison", poison);
+		return -1;
+	}
 	fflush(NULL);
 	child = fork();
 	if (child == 0) {
@@ -969,9 +974,14 @@ static pid_t hog_vram(uint32_t gpu_id, uint64_t leave, int *hold)
 		_exit(0);
 	}
 	close(sv[1]);
-	if (child < 0 || read(sv[0], &c, 1) != 1) {
+	got = child >= 0 && read(sv[0], &c, 1) == 1;
+	if (write_param("vram_poison", poison) || !got) {
 		ERR("the child taking the VRAM of gpu 0x%x failed", gpu_id);
 		close(sv[0]);
+		if (child > 0) {
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+		}
 		return -1;
 	}
 	*hold = sv[0];
@@ -1073,19 +1083,18 @@ static void restore_vram_race(int kfd_fd, const struct kfdtest_image *img,
 			      const uint32_t *ids, int nids)
 {
 	uint64_t need = image_vram(img, devs[0].user_gpu_id), leave;
-	unsigned long long poison;
 	int go[2], result[2], hold[2], hog_hold, i, won = 0, lost = 0, r;
 	pid_t kids[2], hog;
 	int64_t free_vram, left;
 
 	leave = need + ((need / 2) & ~4095ULL);
-	if (!need || read_param("vram_poison", &poison) || write_param("vram_poison", 0)) {
-		printf("the image needs %" PRIu64 " bytes of VRAM on its first GPU\n", need);
+	if (!need) {
+		printf("the image needs no VRAM on its first GPU\n");
 		failures++;
 		return;
 	}
 	hog = hog_vram(devs[0].actual_gpu_id, leave, &hog_hold);
-	if (write_param("vram_poison", poison) || hog < 0) {
+	if (hog < 0) {
 		failures++;
 		return;
 	}
@@ -1233,17 +1242,14 @@ static int try_restore(const char *c, const char *dir, const char *gpus)
 		 * charged in.
 		 */
 		int64_t before[KFDTEST_MAX_GPUS];
-		unsigned long long old;
 		pid_t hog;
 		int hold;
 
 		for (j = 0; j < (int)a.num_devices; j++) {
 			if (!image_vram(&img, devs[j].user_gpu_id))
 				continue;
-			if (read_param("vram_poison", &old) || write_param("vram_poison", 0))
-				return 1;
 			hog = hog_vram(devs[j].actual_gpu_id, 0, &hold);
-			if (write_param("vram_poison", old) || hog < 0)
+			if (hog < 0)
 				return 1;
 			for (i = 0; i < (int)a.num_devices; i++)
 				before[i] = vram_free(d.kfd_fd, devs[i].actual_gpu_id);
