@@ -904,6 +904,29 @@ static int proc_thread_ok(const char *dir, uid_t uid, gid_t gid, char *comm, siz
 	return ok == 3 ? 1 : 0;
 }
 
+/*
+ * Has the process at @dir still its memory?  One that has exited (a zombie
+ * not reaped yet, or one on its way) has none: the kernel then gives its
+ * /proc entries to root as it does a non-dumpable process's, but there is
+ * nothing left to leak, and criu saves a zombie without memory.  Its status
+ * file has no Vm lines then.  A process gone meanwhile has none either.
+ */
+static bool proc_has_mm(const char *dir)
+{
+	char path[160], line[256];
+	bool mm = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/status", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return errno != ENOENT && errno != ESRCH;
+	while (!mm && fgets(line, sizeof(line), f))
+		mm = !strncmp(line, "VmSize:", 7);
+	fclose(f);
+	return mm;
+}
+
 static int proc_walk(pid_t pid, bool is_init, uid_t uid, gid_t gid, int depth, struct kfdcr_err *err)
 {
 	char dir[96], path[160], comm[64] = "?";
@@ -921,7 +944,7 @@ static int proc_walk(pid_t pid, bool is_init, uid_t uid, gid_t gid, int depth, s
 	 * the effective uid): look at its fd folder.
 	 */
 	snprintf(path, sizeof(path), "%s/fd", dir);
-	if (!is_init && stat(path, &st) == 0 && st.st_uid != uid) {
+	if (!is_init && stat(path, &st) == 0 && st.st_uid != uid && proc_has_mm(dir)) {
 		snprintf(path, sizeof(path), "%s/comm", dir);
 		FILE *f = fopen(path, "re");
 

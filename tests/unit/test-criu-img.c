@@ -463,6 +463,38 @@ static void test_creds_proc(void **state)
 	waitpid(child, NULL, 0);
 }
 
+/*
+ * A process of the job that has exited but is not reaped yet (the `sleep`
+ * of a shell loop, caught between its exit and the shell's wait) has no
+ * memory left, so the kernel gives its /proc entries to root: that is not
+ * a non-dumpable process.
+ */
+static void test_creds_proc_zombie(void **state)
+{
+	struct kfdcr_err err = { "" };
+	uid_t nobody = 65534;
+	siginfo_t si;
+	pid_t child;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		if (setgroups(0, NULL) || setresgid(nobody, nobody, nobody) || setresuid(nobody, nobody, nobody))
+			_exit(1);
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+		_exit(0);
+	}
+	memset(&si, 0, sizeof(si));
+	assert_int_equal(waitid(P_PID, child, &si, WEXITED | WNOWAIT), 0);
+	assert_int_equal(si.si_status, 0);
+	/* a zombie now: /proc/<pid>/fd belongs to root */
+	assert_int_equal(kfdcr_proc_check_creds(getpid(), nobody, nobody, &err), 0);
+	waitpid(child, NULL, 0);
+}
+
 /* A process of the job's own uid that made itself non-dumpable. */
 static void test_creds_proc_undumpable(void **state)
 {
@@ -520,6 +552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_creds_images, setup, teardown),
 		cmocka_unit_test(test_creds_proc),
 		cmocka_unit_test(test_creds_proc_undumpable),
+		cmocka_unit_test(test_creds_proc_zombie),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
