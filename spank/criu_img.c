@@ -823,10 +823,24 @@ static int check_creds_msg(struct creds_check *c, struct pb m, const char *name)
 	return 0;
 }
 
+/* criu's task_state of a zombie (COMPEL_TASK_DEAD, core.proto's task_core_entry) */
+#define CRIU_TASK_DEAD	2
+
+/* Is @m (a task_core_entry) a zombie's? */
+static bool task_core_dead(struct pb m)
+{
+	struct pbf f;
+
+	while (pb_next(&m, &f) == 1)
+		if (f.num == 1 && f.wt == 0)
+			return f.v == CRIU_TASK_DEAD;
+	return false;
+}
+
 static int on_core(void *arg, struct pb *m, const char *name, struct kfdcr_err *err)
 {
 	struct creds_check *c = arg;
-	bool found = false;
+	bool found = false, dead = false;
 	struct pbf f;
 	int ret;
 
@@ -837,6 +851,8 @@ static int on_core(void *arg, struct pb *m, const char *name, struct kfdcr_err *
 		struct pbf g;
 		int r;
 
+		if (f.num == 3 && f.wt == 2)
+			dead = task_core_dead(pb_sub(&f));
 		if (f.num != 5 || f.wt != 2)
 			continue;
 		tc = pb_sub(&f);
@@ -850,7 +866,13 @@ static int on_core(void *arg, struct pb *m, const char *name, struct kfdcr_err *
 		if (r < 0)
 			ret = -1;
 	}
-	if (ret < 0 || !found)
+	if (ret < 0)
+		return kfdcr_errf(err, "criu image %s: malformed entry", name);
+	/*
+	 * A zombie (a process that exited, not reaped yet) is saved without
+	 * thread state: no credentials, no memory; restored, it only exits.
+	 */
+	if (!found && !dead)
 		return kfdcr_errf(err, "criu image %s: no credentials", name);
 	return 0;
 }

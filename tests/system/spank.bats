@@ -364,6 +364,50 @@ except (BrokenPipeError, ConnectionResetError):
 	run -0 as_alice kfdcr verify "$job"
 }
 
+@test "spank: a batch script with a zombie, forking and reaping a process all the time, is checkpointed each time it is asked, and counts on after a requeue" {
+	# a child that exited and is never reaped (a zombie: no memory, and
+	# /proc gives its entries to root), and a loop that starts /bin/true and
+	# waits for it, so that a checkpoint often catches one between the two
+	cat >"$HOME_A/$T/zombie.py" <<'EOF2'
+import os, time
+if os.fork() == 0:
+    os._exit(3)
+time.sleep(100000)
+EOF2
+	cat >"$HOME_A/$T/job.sh" <<EOF2
+#!/bin/bash
+/usr/bin/python3 $HOME_A/$T/zombie.py &
+i=0
+while :; do
+	i=\$((i + 1))
+	/bin/true
+	[ \$((i % 50)) -ne 0 ] || echo \$i
+done
+EOF2
+	chown alice "$HOME_A/$T/zombie.py" "$HOME_A/$T/job.sh"
+	job=$(submit_as alice --checkpoint -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
+	wait_file 60 "$HOME_A/$T/job.out" '^250$'
+	parent=$(pgrep -u alice -f zombie.py)
+	[ "$(ps -o stat= --ppid "$parent")" = Z ]
+	for k in 1 2 3 4 5 6; do
+		run -0 as_alice kfdcr checkpoint "$job"
+		[ "$(latest "$job")" = "$k" ]
+	done
+	run -0 as_alice kfdcr requeue "$job"
+	[ "$(latest "$job")" = 7 ]
+	wait_restarts "$job" 1 240
+	run_start "$job" 1 60 | grep -q '"restored_from":7'
+	n=$(grep -c '^[0-9]*$' "$HOME_A/$T/job.out")
+	wait_for 60 "[ \$(grep -c '^[0-9]*\$' $HOME_A/$T/job.out) -ge $((n + 5)) ]"
+	# the zombie came back with its parent
+	parent=$(pgrep -u alice -f zombie.py)
+	[ "$(ps -o stat= --ppid "$parent")" = Z ]
+	scancel "$job"
+	# one count from 50 on, in steps of 50: not started again, nothing lost
+	grep '^[0-9]*$' "$HOME_A/$T/job.out" | awk '$1 != NR * 50 { print "line " NR ": " $1; bad = 1 } END { exit bad }'
+	[ "$(grep -c '"ok":false' "$CKROOT/$job/LOG")" -eq 0 ]
+}
+
 @test "spank: a restore opens the task's files as its user (a file swapped for a symlink to a root-only file is refused); a non-dumpable process makes the checkpoint fail, the previous one stays valid" {
 	# a root-only secret (the test bed's /etc/shadow is an empty stand-in
 	# anyone can read), and a file alice's job keeps open with its size

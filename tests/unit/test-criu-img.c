@@ -412,6 +412,23 @@ static void creds(int dirfd, int tid, uint32_t uid, uint32_t euid, uint32_t gid)
 	img_write(dirfd, name, &im);
 }
 
+/* A core-<tid>.img with a task core only (task_state @state), no thread core. */
+static void core_no_thread(int dirfd, int tid, uint32_t state)
+{
+	struct image im;
+	struct buf tc = { .n = 0 }, core = { .n = 0 };
+	char name[32];
+
+	field_v(&tc, 1, state);
+	field_v(&tc, 2, 0);
+	field_v(&core, 1, 1);
+	field_m(&core, 3, &tc);
+	img_start(&im, 0x55053847u);
+	img_add(&im, &core);
+	snprintf(name, sizeof(name), "core-%d.img", tid);
+	img_write(dirfd, name, &im);
+}
+
 static void test_creds_images(void **state)
 {
 	struct env *e = *state;
@@ -423,6 +440,14 @@ static void test_creds_images(void **state)
 	mm(e->fd, 1, 0, 0, false, 1);
 	mm(e->fd, 2, 0, 0, false, 1);
 	assert_int_equal(kfdcr_criu_check_creds(e->fd, 1000, 100, &err), 0);
+	/* a zombie (criu's TASK_DEAD) has no thread core and no credentials: fine */
+	core_no_thread(e->fd, 4, 2);
+	assert_int_equal(kfdcr_criu_check_creds(e->fd, 1000, 100, &err), 0);
+	/* a live task (TASK_ALIVE) without credentials is not */
+	core_no_thread(e->fd, 4, 1);
+	assert_int_equal(kfdcr_criu_check_creds(e->fd, 1000, 100, &err), -1);
+	assert_non_null(strstr(err.msg, "core-4.img: no credentials"));
+	core_no_thread(e->fd, 4, 2);
 	/* a setuid-root program: euid 0 */
 	creds(e->fd, 3, 1000, 0, 100);
 	assert_int_equal(kfdcr_criu_check_creds(e->fd, 1000, 100, &err), -1);
