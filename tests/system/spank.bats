@@ -386,9 +386,9 @@ done
 EOF2
 	chown alice "$HOME_A/$T/zombie.py" "$HOME_A/$T/job.sh"
 	job=$(submit_as alice --checkpoint -p low -o "$HOME_A/$T/job.out" "$HOME_A/$T/job.sh")
+	zombie="p=\$(pgrep -u alice -f zombie.py) && ps -o stat= --ppid \"\$p\" | grep -q '^Z'"
 	wait_file 60 "$HOME_A/$T/job.out" '^250$'
-	parent=$(pgrep -u alice -f zombie.py)
-	[ "$(ps -o stat= --ppid "$parent")" = Z ]
+	wait_for 60 "$zombie"
 	for k in 1 2 3 4 5 6; do
 		run -0 as_alice kfdcr checkpoint "$job"
 		[ "$(latest "$job")" = "$k" ]
@@ -400,8 +400,7 @@ EOF2
 	n=$(grep -c '^[0-9]*$' "$HOME_A/$T/job.out")
 	wait_for 60 "[ \$(grep -c '^[0-9]*\$' $HOME_A/$T/job.out) -ge $((n + 5)) ]"
 	# the zombie came back with its parent
-	parent=$(pgrep -u alice -f zombie.py)
-	[ "$(ps -o stat= --ppid "$parent")" = Z ]
+	bash -c "$zombie"
 	scancel "$job"
 	# one count from 50 on, in steps of 50: not started again, nothing lost
 	grep '^[0-9]*$' "$HOME_A/$T/job.out" | awk '$1 != NR * 50 { print "line " NR ": " $1; bad = 1 } END { exit bad }'
